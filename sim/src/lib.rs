@@ -1,0 +1,16 @@
+//! In-memory simulators of the CRM APIs that crmsyncd talks to.
+//!
+//! Each simulator is a real HTTP server on a local port that speaks the CRM's wire format (see
+//! `shared/CRM-APIS.md`), including its pitfalls: rate limits answered exactly as the CRM does, injected faults,
+//! equal timestamps, index lag and late commits. Tests, benchmarks and `crmsyncd demo` all use them.
+
+pub mod faults;
+pub mod hubspot;
+pub mod request_log;
+pub mod server;
+pub mod window;
+
+pub use faults::{Fault, Faults};
+pub use request_log::{RequestLog, RequestRecord};
+pub use server::{Handler, Running, SimRequest, SimResponse};
+pub use window::SlidingWindow;
