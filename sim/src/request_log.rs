@@ -39,7 +39,12 @@ impl RequestLog {
     }
 
     pub fn count_status(&self, status: u16) -> usize {
-        self.records.lock().unwrap().iter().filter(|r| r.status == status).count()
+        self.records
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.status == status)
+            .count()
     }
 
     /// The largest number of requests (whatever their answer) that arrived within any window of length

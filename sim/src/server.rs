@@ -202,7 +202,6 @@ impl Handler for Echo {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -80,7 +80,10 @@ mod tests {
         let mut w = SlidingWindow::new(3, Duration::from_secs(1));
         assert_eq!(w.admit(t0), Admission::Admitted { remaining: 2 });
         assert_eq!(w.admit(t0), Admission::Admitted { remaining: 1 });
-        assert_eq!(w.admit(t0 + Duration::from_millis(10)), Admission::Admitted { remaining: 0 });
+        assert_eq!(
+            w.admit(t0 + Duration::from_millis(10)),
+            Admission::Admitted { remaining: 0 }
+        );
         assert_eq!(
             w.admit(t0 + Duration::from_millis(400)),
             Admission::Refused {
@@ -97,8 +100,17 @@ mod tests {
         w.admit(t0);
         w.admit(t0 + Duration::from_millis(900));
         // A fixed window starting at t0 would reset at 1 s; a sliding one still holds the request from 900 ms.
-        assert_eq!(w.admit(t0 + Duration::from_millis(1000)), Admission::Admitted { remaining: 0 });
-        assert!(matches!(w.admit(t0 + Duration::from_millis(1100)), Admission::Refused { .. }));
-        assert_eq!(w.admit(t0 + Duration::from_millis(1900)), Admission::Admitted { remaining: 0 });
+        assert_eq!(
+            w.admit(t0 + Duration::from_millis(1000)),
+            Admission::Admitted { remaining: 0 }
+        );
+        assert!(matches!(
+            w.admit(t0 + Duration::from_millis(1100)),
+            Admission::Refused { .. }
+        ));
+        assert_eq!(
+            w.admit(t0 + Duration::from_millis(1900)),
+            Admission::Admitted { remaining: 0 }
+        );
     }
 }

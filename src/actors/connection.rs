@@ -1,0 +1,263 @@
+//! One CRM connection: polls on its timer, applies webhook events, drains the outbox, all through its rate gate.
+//! Failures back off with jitter instead of looping; an auth failure parks the connection until resumed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::Utc;
+use ractor::{Actor, ActorProcessingErr, ActorRef};
+use tokio::task::AbortHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::backoff::Backoff;
+use crate::metrics::{ConnectionState, Metrics};
+use crate::providers::ProviderError;
+use crate::registry::ConnectionEntry;
+use crate::store::Store;
+use crate::sync::{self, SyncContext, SyncError};
+
+/// The connection actor.
+pub struct ConnectionActor;
+
+/// What a connection actor starts from.
+pub struct ConnectionArgs {
+    pub entry: Arc<ConnectionEntry>,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub shutdown: CancellationToken,
+}
+
+/// Messages to a connection actor.
+#[derive(Debug)]
+pub enum ConnectionMsg {
+    /// Run a cycle now: inbox, outbox, a pull pass per object, a delete sweep if due.
+    Tick,
+    /// The webhook endpoint committed new events for this connection.
+    WebhookArrived,
+    /// The application queued writes for this connection.
+    WritesQueued,
+    /// Leave `auth_failed` and try again (an operator fixed the credentials).
+    Resume,
+    /// Panic inside the handler. Lets tests prove that the supervisor restarts a crashed connection.
+    Crash,
+}
+
+/// The actor's state.
+pub struct ConnectionRun {
+    ctx: SyncContext,
+    poll_interval: Duration,
+    backoff: Backoff,
+    failures: u32,
+    parked: bool,
+    timer: Option<AbortHandle>,
+    last_sweep: HashMap<String, chrono::DateTime<Utc>>,
+    /// When each object's last complete pull pass started: the sync lag is measured from it.
+    last_pass: HashMap<String, chrono::DateTime<Utc>>,
+}
+
+impl Actor for ConnectionActor {
+    type Msg = ConnectionMsg;
+    type State = ConnectionRun;
+    type Arguments = ConnectionArgs;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        args: ConnectionArgs,
+    ) -> Result<ConnectionRun, ActorProcessingErr> {
+        let entry = &args.entry;
+        let backoff = Backoff::new(entry.config.retry_backoff.min, entry.config.retry_backoff.max);
+        args.metrics.set_state(entry.id(), ConnectionState::Starting);
+        let mut last_sweep = HashMap::new();
+        let mut last_pass = HashMap::new();
+        for object in entry.provider.objects() {
+            if let Some(row) = args.store.cursor_row(entry.id(), object).await? {
+                if let Some(at) = row.swept_at {
+                    last_sweep.insert(object.clone(), at);
+                }
+                if let Some(at) = row.pass_started_at {
+                    last_pass.insert(object.clone(), at);
+                }
+            }
+        }
+        let ctx = SyncContext {
+            connection: entry.id().to_string(),
+            provider: entry.provider.clone(),
+            store: args.store,
+            metrics: args.metrics,
+            overlap: entry.config.overlap,
+            inbox_pending: entry.inbox_pending.clone(),
+            cancel: args.shutdown,
+            write_backoff: backoff,
+        };
+        myself.cast(ConnectionMsg::Tick)?;
+        Ok(ConnectionRun {
+            ctx,
+            poll_interval: entry.config.poll_interval,
+            backoff,
+            failures: 0,
+            parked: false,
+            timer: None,
+            last_sweep,
+            last_pass,
+        })
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut ConnectionRun,
+    ) -> Result<(), ActorProcessingErr> {
+        if let Some(timer) = state.timer.take() {
+            timer.abort();
+        }
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        message: ConnectionMsg,
+        state: &mut ConnectionRun,
+    ) -> Result<(), ActorProcessingErr> {
+        if state.ctx.cancel.is_cancelled() {
+            return Ok(());
+        }
+        match message {
+            ConnectionMsg::Tick => {
+                if state.parked {
+                    return Ok(());
+                }
+                state.set_state(ConnectionState::Syncing);
+                let result = state.cycle().await;
+                state.after(&myself, result, true)
+            }
+            ConnectionMsg::WebhookArrived => {
+                if state.parked || !state.ctx.take_inbox_flag() {
+                    return Ok(());
+                }
+                let result = sync::process_inbox(&state.ctx).await.map(|_| ());
+                state.after(&myself, result, false)
+            }
+            ConnectionMsg::WritesQueued => {
+                if state.parked {
+                    return Ok(());
+                }
+                let result = sync::drain_outbox(&state.ctx).await.map(|_| ());
+                state.after(&myself, result, false)
+            }
+            ConnectionMsg::Resume => {
+                if state.parked {
+                    tracing::info!(connection = %state.ctx.connection, "Resuming after an auth failure.");
+                    state.parked = false;
+                    state.failures = 0;
+                    myself.cast(ConnectionMsg::Tick)?;
+                }
+                Ok(())
+            }
+            ConnectionMsg::Crash => panic!("crash requested for connection {}", state.ctx.connection),
+        }
+    }
+}
+
+impl ConnectionRun {
+    fn set_state(&self, s: ConnectionState) {
+        self.ctx.metrics.set_state(&self.ctx.connection, s);
+    }
+
+    /// One full cycle.
+    async fn cycle(&mut self) -> Result<(), SyncError> {
+        let ctx = &self.ctx;
+        ctx.take_inbox_flag();
+        sync::process_inbox(ctx).await?;
+        sync::drain_outbox(ctx).await?;
+        for object in ctx.provider.objects().to_vec() {
+            let started = Utc::now();
+            sync::pull_object(ctx, &object).await?;
+            self.last_pass.insert(object, started);
+        }
+        if let Some(interval) = ctx.provider.sweep_interval() {
+            for object in ctx.provider.objects().to_vec() {
+                let due = self
+                    .last_sweep
+                    .get(&object)
+                    .is_none_or(|at| Utc::now() - *at >= chrono::Duration::from_std(interval).unwrap_or_default());
+                if due {
+                    let n = sync::sweep_deletes(&self.ctx, &object).await?;
+                    if n > 0 {
+                        tracing::info!(connection = %self.ctx.connection, object, deleted = n, "Sweep found records deleted in the CRM.");
+                    }
+                    self.last_sweep.insert(object, Utc::now());
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets `crmsyncd_sync_lag_seconds` from the last complete pass, so it keeps growing while pulls fail.
+    fn refresh_lag(&self) {
+        let now = Utc::now();
+        for (object, started) in &self.last_pass {
+            let lag = (now - *started).num_milliseconds() as f64 / 1000.0;
+            self.ctx.metrics.set_sync_lag(&self.ctx.connection, object, lag);
+        }
+    }
+
+    /// Decides what happens after some work: schedule the next tick, back off, or park.
+    fn after(
+        &mut self,
+        myself: &ActorRef<ConnectionMsg>,
+        result: Result<(), SyncError>,
+        full_cycle: bool,
+    ) -> Result<(), ActorProcessingErr> {
+        self.refresh_lag();
+        let connection = self.ctx.connection.clone();
+        match result {
+            Ok(()) => {
+                if full_cycle {
+                    self.failures = 0;
+                    self.set_state(ConnectionState::Idle);
+                    self.schedule(myself, self.poll_interval);
+                }
+                Ok(())
+            }
+            Err(SyncError::Cancelled) => Ok(()),
+            Err(SyncError::Provider(ProviderError::Auth(message))) => {
+                tracing::error!(connection, error = %message, "The CRM refused the credentials; the connection is parked until resumed or reconfigured.");
+                self.parked = true;
+                if let Some(t) = self.timer.take() {
+                    t.abort();
+                }
+                self.set_state(ConnectionState::AuthFailed);
+                Ok(())
+            }
+            Err(SyncError::Provider(ProviderError::RateLimited { wait })) => {
+                tracing::warn!(connection, ?wait, "Rate limited by the CRM; waiting as it asked.");
+                self.ctx.metrics.retry(&connection, "rate_limited");
+                self.set_state(ConnectionState::BackingOff);
+                self.schedule(myself, wait);
+                Ok(())
+            }
+            Err(SyncError::Store(e)) if !e.is_transient() => Err(Box::new(e)),
+            Err(e) => {
+                let delay = self.backoff.delay(self.failures);
+                self.failures = self.failures.saturating_add(1);
+                tracing::warn!(connection, error = %e, ?delay, failures = self.failures, "Sync failed; backing off.");
+                if matches!(e, SyncError::Provider(_)) {
+                    self.ctx.metrics.retry(&connection, "transient");
+                }
+                self.set_state(ConnectionState::BackingOff);
+                self.schedule(myself, delay);
+                Ok(())
+            }
+        }
+    }
+
+    fn schedule(&mut self, myself: &ActorRef<ConnectionMsg>, after: Duration) {
+        if let Some(t) = self.timer.take() {
+            t.abort();
+        }
+        self.timer = Some(myself.send_after(after, || ConnectionMsg::Tick).abort_handle());
+    }
+}

@@ -1,0 +1,7 @@
+//! The actor tree: a root supervisor owns one connection actor per configured connection.
+
+mod connection;
+mod supervisor;
+
+pub use connection::{ConnectionActor, ConnectionArgs, ConnectionMsg};
+pub use supervisor::{ConnectionStatus, Supervisor, SupervisorArgs, SupervisorMsg};

@@ -1,0 +1,128 @@
+//! The daemon as one value: `Application::build(config)` then `run_until_stopped(signal)`. Production and the
+//! tests take the same path; tests bind port 0 and read the real address back.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use ractor::{Actor, ActorRef};
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::actors::{Supervisor, SupervisorArgs, SupervisorMsg};
+use crate::config::Config;
+use crate::http::{self, HttpState};
+use crate::metrics::Metrics;
+use crate::providers;
+use crate::ratelimit::RateGate;
+use crate::registry::{ConnectionEntry, Registry};
+use crate::store::Store;
+
+/// A built daemon, listening but not yet serving.
+pub struct Application {
+    config: Config,
+    listener: TcpListener,
+    handle: AppHandle,
+    supervisor_task: JoinHandle<()>,
+    shutdown: CancellationToken,
+}
+
+/// Shared handles into a running daemon, for the demo and tests.
+#[derive(Clone)]
+pub struct AppHandle {
+    pub addr: SocketAddr,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub registry: Arc<Registry>,
+    pub supervisor: ActorRef<SupervisorMsg>,
+}
+
+impl AppHandle {
+    /// `http://ADDR`.
+    pub fn base_url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+}
+
+impl Application {
+    /// Connects the database, runs migrations, binds the listener and starts the actors.
+    pub async fn build(config: Config) -> anyhow::Result<Self> {
+        let store = Store::connect(&config.database.url)
+            .await
+            .context("connecting to the database (database.url)")?;
+        store.migrate().await.context("running database migrations")?;
+        let metrics = Arc::new(Metrics::new());
+        let registry = Arc::new(Registry::default());
+        for connection in &config.connections {
+            let gate = Arc::new(RateGate::new(connection.rate_limit));
+            let provider = providers::build(connection, gate.clone(), metrics.clone())
+                .with_context(|| format!("building the client of connection {}", connection.id))?;
+            registry.insert(Arc::new(ConnectionEntry::new(connection.clone(), provider, gate)));
+        }
+        let listener = TcpListener::bind(config.http.listen)
+            .await
+            .with_context(|| format!("binding http.listen = {}", config.http.listen))?;
+        let addr = listener.local_addr()?;
+        let shutdown = CancellationToken::new();
+        let (supervisor, supervisor_task) = Actor::spawn(
+            None,
+            Supervisor,
+            SupervisorArgs {
+                registry: registry.clone(),
+                store: store.clone(),
+                metrics: metrics.clone(),
+                config: config.supervisor.clone(),
+                shutdown: shutdown.clone(),
+            },
+        )
+        .await
+        .context("starting the supervisor")?;
+        tracing::info!(%addr, connections = config.connections.len(), "Listening.");
+        Ok(Self {
+            config,
+            listener,
+            handle: AppHandle {
+                addr,
+                store,
+                metrics,
+                registry,
+                supervisor,
+            },
+            supervisor_task,
+            shutdown,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.handle.addr
+    }
+
+    pub fn handle(&self) -> AppHandle {
+        self.handle.clone()
+    }
+
+    /// Serves until `stop` resolves; then stops accepting, lets requests in flight finish, stops every
+    /// connection after its current page (cursors are committed with each page) and returns.
+    pub async fn run_until_stopped(self, stop: impl Future<Output = ()>) -> anyhow::Result<()> {
+        let grace = self.config.supervisor.shutdown_grace;
+        let state = Arc::new(HttpState {
+            http: self.config.http.clone(),
+            store: self.handle.store.clone(),
+            metrics: self.handle.metrics.clone(),
+            registry: self.handle.registry.clone(),
+            supervisor: self.handle.supervisor.clone(),
+        });
+        http::serve(self.listener, state, stop, grace).await;
+        tracing::info!("Stopping connections.");
+        self.shutdown.cancel();
+        self.handle.supervisor.stop(Some("shutdown".into()));
+        if tokio::time::timeout(grace, self.supervisor_task).await.is_err() {
+            tracing::warn!(?grace, "Connections did not stop within the grace period.");
+        }
+        self.handle.store.close().await;
+        tracing::info!("Stopped.");
+        Ok(())
+    }
+}

@@ -1,0 +1,118 @@
+//! The HTTP endpoint (hyper 1, no framework): webhooks, the `/v1` API, `/metrics`, `/healthz` and `/readyz`.
+
+mod api;
+mod body;
+mod response;
+mod webhooks;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{Method, Request, Response, StatusCode};
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use ractor::{ActorRef, ActorStatus};
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+
+use crate::actors::SupervisorMsg;
+use crate::config::HttpConfig;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+use crate::store::Store;
+use response::Body;
+
+/// What every request handler can reach.
+pub struct HttpState {
+    pub http: HttpConfig,
+    pub store: Store,
+    pub metrics: Arc<Metrics>,
+    pub registry: Arc<Registry>,
+    pub supervisor: ActorRef<SupervisorMsg>,
+}
+
+/// Serves `listener` until `shutdown` resolves, then stops accepting and waits up to `grace` for requests in
+/// flight (a webhook being committed finishes and gets its answer).
+pub async fn serve(listener: TcpListener, state: Arc<HttpState>, shutdown: impl Future<Output = ()>, grace: Duration) {
+    let permits = Arc::new(Semaphore::new(state.http.max_connections));
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(state.http.header_read_timeout)
+        .max_buf_size(64 * 1024);
+    tokio::pin!(shutdown);
+    loop {
+        // At the connection cap, stop accepting until one closes: the kernel's backlog queues the rest.
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => p.expect("semaphore is never closed"),
+            _ = &mut shutdown => break,
+        };
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "Accept failed.");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            _ = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let service = service_fn(move |req| {
+            let state = state.clone();
+            async move { Ok::<_, Infallible>(route(&state, req).await) }
+        });
+        let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
+        tokio::spawn(async move {
+            let _ = conn.await;
+            drop(permit);
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown()).await.is_err() {
+        tracing::warn!(
+            ?grace,
+            "HTTP connections still open after the grace period; closing them."
+        );
+    }
+}
+
+async fn route(state: &HttpState, request: Request<Incoming>) -> Response<Body> {
+    let path = request.uri().path().to_string();
+    let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    match (request.method(), segments.as_slice()) {
+        (_, ["webhooks", connection]) => webhooks::handle(state, connection, request).await,
+        (_, ["v1", rest @ ..]) => api::handle(state, rest, request).await,
+        (&Method::GET, ["metrics"]) => response::text(
+            StatusCode::OK,
+            state.metrics.render(),
+            "text/plain; version=0.0.4; charset=utf-8",
+        ),
+        (&Method::GET, ["healthz"]) => response::text(StatusCode::OK, "ok\n", "text/plain"),
+        (&Method::GET, ["readyz"]) => readyz(state).await,
+        _ => response::error(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+/// Ready when the database answers and the supervisor runs.
+async fn readyz(state: &HttpState) -> Response<Body> {
+    let db = tokio::time::timeout(Duration::from_secs(2), state.store.ping()).await;
+    let supervisor = state.supervisor.get_status() == ActorStatus::Running;
+    match (db, supervisor) {
+        (Ok(Ok(())), true) => response::text(StatusCode::OK, "ready\n", "text/plain"),
+        (Ok(Ok(())), false) => response::text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "supervisor not running\n",
+            "text/plain",
+        ),
+        _ => response::text(StatusCode::SERVICE_UNAVAILABLE, "database unavailable\n", "text/plain"),
+    }
+}

@@ -1,0 +1,126 @@
+//! The `crmsyncd` command: parse the CLI, load the config, run.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use crmsyncd::config::{CONFIG_PATH_ENV, Config, DEFAULT_CONFIG_PATH};
+use crmsyncd::{Application, telemetry};
+
+#[derive(Parser)]
+#[command(
+    name = "crmsyncd",
+    version,
+    about = "Keeps your database in step with the CRMs you use."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon.
+    Run {
+        /// Config file (default config/crmsyncd.toml, or $CRMSYNCD_CONFIG).
+        #[arg(long, env = CONFIG_PATH_ENV, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Run against local HubSpot and Odoo simulators, with nothing to configure.
+    Demo {
+        /// Stop after this many seconds (default: run until Ctrl-C).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
+    /// Apply database migrations and exit.
+    Migrate {
+        #[arg(long, env = CONFIG_PATH_ENV, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+    /// Validate the config, print every problem, and exit non-zero if there is any.
+    CheckConfig {
+        #[arg(long, env = CONFIG_PATH_ENV, default_value = DEFAULT_CONFIG_PATH)]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    if let Command::CheckConfig { config } = &cli.command {
+        return match Config::load(config) {
+            Ok(c) => {
+                println!("{}: OK ({} connections)", config.display(), c.connections.len());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprint!("{e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    telemetry::init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("crmsyncd: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("crmsyncd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(command: Command) -> anyhow::Result<()> {
+    match command {
+        Command::Run { config } => {
+            let config = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let app = Application::build(config).await?;
+            app.run_until_stopped(shutdown_signal()).await
+        }
+        Command::Demo { seconds } => crmsyncd::demo::run(seconds).await,
+        Command::Migrate { config } => {
+            let config = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let store = crmsyncd::store::Store::connect(&config.database.url)
+                .await
+                .context("connecting to the database")?;
+            store.migrate().await.context("running migrations")?;
+            println!("Migrations applied to {}", redact_url(&config.database.url));
+            Ok(())
+        }
+        Command::CheckConfig { .. } => unreachable!("handled before the runtime starts"),
+    }
+}
+
+/// Resolves on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut term = signal(SignalKind::terminate()).expect("installing the SIGTERM handler");
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM received; shutting down."),
+            _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received; shutting down."),
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+/// The database URL without its password.
+fn redact_url(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_string(),
+    }
+}

@@ -1,0 +1,84 @@
+//! The webhook inbox: events committed by the HTTP endpoint, applied here by fetching or deleting what they name.
+
+use std::collections::BTreeMap;
+
+use super::{SyncContext, SyncError};
+use crate::metrics::Direction;
+use crate::providers::{EventAction, ProviderError};
+
+/// Events read per round.
+const BATCH: u64 = 200;
+
+/// The record ids one round asks for on one object, and the events that asked.
+#[derive(Default)]
+struct Group {
+    ids: Vec<String>,
+    events: Vec<i64>,
+}
+
+/// Applies every received event of the connection. Events of one round are grouped per object, so a burst of
+/// webhooks for many records becomes one batch read per object.
+pub async fn process_inbox(ctx: &SyncContext) -> Result<usize, SyncError> {
+    let mut total = 0;
+    loop {
+        let events = ctx.store.pending_webhook_events(&ctx.connection, BATCH).await?;
+        if events.is_empty() {
+            return Ok(total);
+        }
+        let mut fetch: BTreeMap<String, Group> = BTreeMap::new();
+        let mut delete: BTreeMap<String, Group> = BTreeMap::new();
+        let mut ignored = Vec::new();
+        for event in &events {
+            let (groups, object, ids) = match ctx.provider.interpret_event(&event.body) {
+                EventAction::Fetch { object, ids } => (&mut fetch, object, ids),
+                EventAction::Delete { object, ids } => (&mut delete, object, ids),
+                EventAction::Ignore => {
+                    ignored.push(event.id);
+                    continue;
+                }
+            };
+            let group = groups.entry(object).or_default();
+            group.ids.extend(ids);
+            group.events.push(event.id);
+        }
+        for (object, mut group) in fetch {
+            group.ids.sort();
+            group.ids.dedup();
+            let fetched = match ctx.provider.fetch(&object, &group.ids).await {
+                Ok(f) => f,
+                Err(ProviderError::Permanent(message)) => {
+                    // The CRM will never answer these: record why and move on rather than block the inbox.
+                    ctx.store.finish_webhook_events(&group.events, Err(message)).await?;
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let outcome = ctx
+                .store
+                .apply_page(&ctx.connection, &object, &fetched.found, None)
+                .await?;
+            ctx.metrics.records_synced(
+                &ctx.connection,
+                &object,
+                Direction::Pull,
+                (outcome.inserted + outcome.updated) as u64,
+            );
+            if !fetched.missing.is_empty() {
+                ctx.store
+                    .mark_deleted(&ctx.connection, &object, &fetched.missing)
+                    .await?;
+            }
+            ctx.store.finish_webhook_events(&group.events, Ok(())).await?;
+        }
+        for (object, group) in delete {
+            ctx.store.mark_deleted(&ctx.connection, &object, &group.ids).await?;
+            ctx.store.finish_webhook_events(&group.events, Ok(())).await?;
+        }
+        if !ignored.is_empty() {
+            ctx.store
+                .finish_webhook_events(&ignored, Err("not an object or event this connection syncs".into()))
+                .await?;
+        }
+        total += events.len();
+    }
+}

@@ -1,0 +1,142 @@
+//! HubSpot end to end: the daemon pulls from the simulator until the local table equals the simulator's data.
+
+mod support;
+
+use std::time::Duration;
+
+use chrono::Utc;
+use crmsyncd::store::Store;
+use crmsyncd_sim::hubspot::{HubSpotSim, HubSpotSimConfig, SignatureVersion};
+use support::{hubspot_connection, on_each_database, spawn_app, wait_for};
+
+/// Properties the daemon requests by default and the simulator seeds.
+fn compared_properties(object: &str) -> &'static [&'static str] {
+    match object {
+        "contacts" => &["email", "firstname", "lastname"],
+        "companies" => &["name", "domain"],
+        _ => &[],
+    }
+}
+
+/// True when every live simulator record is stored with the same properties and modified time, and every
+/// archived one is absent or marked deleted.
+async fn converged(sim: &HubSpotSim, store: &Store, connection: &str, object: &str) -> bool {
+    let local = store.records(connection, object).await.unwrap();
+    let local: std::collections::HashMap<String, _> = local.into_iter().map(|r| (r.remote_id.clone(), r)).collect();
+    for record in sim.records(object) {
+        match local.get(&record.id) {
+            None if record.archived => {}
+            None => return false,
+            Some(row) if record.archived => {
+                if !row.deleted {
+                    return false;
+                }
+            }
+            Some(row) => {
+                if row.deleted || row.remote_updated_at.timestamp_millis() != record.updated_at.timestamp_millis() {
+                    return false;
+                }
+                for p in compared_properties(object) {
+                    if row.data.get(*p) != record.properties.get(*p) {
+                        return false;
+                    }
+                }
+            }
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn full_sync_converges_through_equal_timestamps_the_search_cap_and_index_lag() {
+    on_each_database(|db| async move {
+        let sim = HubSpotSim::start(HubSpotSimConfig {
+            index_lag: Duration::from_millis(300),
+            search_cap: 1_000,
+            ..HubSpotSimConfig::default()
+        })
+        .await
+        .unwrap();
+        // A block of equal timestamps larger than the cap, then ordinary records.
+        let block_at = Utc::now() - chrono::Duration::hours(2);
+        sim.seed("contacts", 1_500, Some(block_at));
+        sim.seed("contacts", 1_500, None);
+        sim.seed("companies", 400, None);
+        let app = spawn_app(
+            &db,
+            &hubspot_connection("hs", &sim.base_url(), &["contacts", "companies"], "search_cap = 1000"),
+            "",
+        )
+        .await;
+        // Concurrent modification (with the webhooks HubSpot would send, so deletes are seen too).
+        let churn = sim.spawn_churn(
+            Duration::from_millis(25),
+            5,
+            vec!["contacts".into(), "companies".into()],
+            Some(app.url("/webhooks/hs")),
+        );
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        churn.abort();
+        let store = app.handle.store.clone();
+        for object in ["contacts", "companies"] {
+            wait_for(&format!("{object} to converge"), Duration::from_secs(90), || {
+                converged(&sim, &store, "hs", object)
+            })
+            .await;
+        }
+        let cursor = store
+            .cursor("hs", "contacts")
+            .await
+            .unwrap()
+            .expect("a cursor was stored");
+        let newest = sim.records("contacts").iter().map(|r| r.updated_at).max().unwrap();
+        assert!(cursor.ts <= newest, "the cursor never passes the newest record");
+        assert_eq!(sim.rate_limit_excess(), 0);
+        app.stop().await.unwrap();
+        sim.shutdown().await;
+        db
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn webhook_fast_path_updates_and_deletes_records() {
+    on_each_database(|db| async move {
+        let sim = HubSpotSim::start(HubSpotSimConfig::default()).await.unwrap();
+        let ids = sim.seed("contacts", 20, None);
+        // A long poll interval: only the webhook can bring the change in time.
+        let extra = "";
+        let conn = hubspot_connection("hs", &sim.base_url(), &["contacts"], extra)
+            .replace("poll_interval = \"200ms\"", "poll_interval = \"1h\"");
+        let app = spawn_app(&db, &conn, "").await;
+        let store = app.handle.store.clone();
+        wait_for("initial sync", Duration::from_secs(30), || async {
+            store.records("hs", "contacts").await.unwrap().len() == 20
+        })
+        .await;
+
+        let mut props = serde_json::Map::new();
+        props.insert("firstname".into(), "Changed".into());
+        sim.update("contacts", &ids[0], props);
+        sim.delete("contacts", &ids[1]);
+        let events = vec![
+            sim.event("contact.propertyChange", &ids[0]),
+            sim.event("contact.deletion", &ids[1]),
+        ];
+        let status = sim
+            .send_webhook(&app.url("/webhooks/hs"), &events, SignatureVersion::V3)
+            .await
+            .unwrap();
+        assert_eq!(status.as_u16(), 200);
+        wait_for("the webhook's changes to land", Duration::from_secs(10), || async {
+            let changed = store.record("hs", "contacts", &ids[0]).await.unwrap().unwrap();
+            let deleted = store.record("hs", "contacts", &ids[1]).await.unwrap().unwrap();
+            changed.data["firstname"] == "Changed" && deleted.deleted
+        })
+        .await;
+        app.stop().await.unwrap();
+        sim.shutdown().await;
+        db
+    })
+    .await;
+}
