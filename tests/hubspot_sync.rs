@@ -7,7 +7,7 @@ use std::time::Duration;
 use chrono::Utc;
 use crmsyncd::store::Store;
 use crmsyncd_sim::hubspot::{HubSpotSim, HubSpotSimConfig, SignatureVersion};
-use support::{hubspot_connection, on_each_database, spawn_app, wait_for};
+use support::{hubspot_connection, on_each_database, spawn_app, wait_for, wait_until_ok};
 
 /// Properties the daemon requests by default and the simulator seeds.
 fn compared_properties(object: &str) -> &'static [&'static str] {
@@ -20,31 +20,37 @@ fn compared_properties(object: &str) -> &'static [&'static str] {
 
 /// True when every live simulator record is stored with the same properties and modified time, and every
 /// archived one is absent or marked deleted.
-async fn converged(sim: &HubSpotSim, store: &Store, connection: &str, object: &str) -> bool {
+async fn converged(sim: &HubSpotSim, store: &Store, connection: &str, object: &str) -> Result<(), String> {
     let local = store.records(connection, object).await.unwrap();
     let local: std::collections::HashMap<String, _> = local.into_iter().map(|r| (r.remote_id.clone(), r)).collect();
     for record in sim.records(object) {
         match local.get(&record.id) {
             None if record.archived => {}
-            None => return false,
+            None => return Err(format!("{object} {} missing locally", record.id)),
             Some(row) if record.archived => {
                 if !row.deleted {
-                    return false;
+                    return Err(format!(
+                        "{object} {} archived in the CRM but not deleted locally",
+                        record.id
+                    ));
                 }
             }
             Some(row) => {
                 if row.deleted || row.remote_updated_at.timestamp_millis() != record.updated_at.timestamp_millis() {
-                    return false;
+                    return Err(format!(
+                        "{object} {}: local deleted={} at {} vs CRM at {}",
+                        record.id, row.deleted, row.remote_updated_at, record.updated_at
+                    ));
                 }
                 for p in compared_properties(object) {
                     if row.data.get(*p) != record.properties.get(*p) {
-                        return false;
+                        return Err(format!("{object} {} property {p} differs", record.id));
                     }
                 }
             }
         }
     }
-    true
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -79,7 +85,7 @@ async fn full_sync_converges_through_equal_timestamps_the_search_cap_and_index_l
         churn.abort();
         let store = app.handle.store.clone();
         for object in ["contacts", "companies"] {
-            wait_for(&format!("{object} to converge"), Duration::from_secs(90), || {
+            wait_until_ok(&format!("{object} to converge"), Duration::from_secs(90), || {
                 converged(&sim, &store, "hs", object)
             })
             .await;

@@ -8,9 +8,9 @@ use std::time::Duration;
 
 use crmsyncd::store::Store;
 use crmsyncd_sim::odoo::{OdooSim, OdooSimConfig};
-use support::{odoo_connection, on_each_database, spawn_app, wait_for};
+use support::{odoo_connection, on_each_database, spawn_app, wait_for, wait_until_ok};
 
-async fn converged(sim: &OdooSim, store: &Store, connection: &str, model: &str) -> bool {
+async fn converged(sim: &OdooSim, store: &Store, connection: &str, model: &str) -> Result<(), String> {
     let local: HashMap<String, _> = store
         .records(connection, model)
         .await
@@ -22,17 +22,31 @@ async fn converged(sim: &OdooSim, store: &Store, connection: &str, model: &str) 
     let live: std::collections::HashSet<String> = truth.iter().map(|r| r.id.to_string()).collect();
     for row in &truth {
         let Some(local) = local.get(&row.id.to_string()) else {
-            return false;
+            return Err(format!("{model} {} missing locally", row.id));
         };
         if local.deleted
             || local.data.get("name") != row.fields.get("name")
             || local.data.get("active") != Some(&serde_json::Value::Bool(row.active))
         {
-            return false;
+            let cursor = store.cursor(connection, model).await.unwrap();
+            return Err(format!(
+                "{model} {}: local deleted={} name={:?} active={:?} at {}; CRM name={:?} active={} at {}; cursor {cursor:?}",
+                row.id,
+                local.deleted,
+                local.data.get("name"),
+                local.data.get("active"),
+                local.remote_updated_at,
+                row.fields.get("name"),
+                row.active,
+                row.write_date,
+            ));
         }
     }
     // Every local row the simulator no longer has is marked deleted.
-    local.values().all(|r| live.contains(&r.remote_id) || r.deleted)
+    match local.values().find(|r| !live.contains(&r.remote_id) && !r.deleted) {
+        Some(r) => Err(format!("{model} {} gone from the CRM but live locally", r.remote_id)),
+        None => Ok(()),
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -74,7 +88,7 @@ async fn full_sync_converges_with_late_commits_archives_and_hard_deletes() {
         tokio::time::sleep(Duration::from_millis(500)).await;
         churn.abort();
         for model in ["res.partner", "crm.lead"] {
-            wait_for(&format!("{model} to converge"), Duration::from_secs(90), || {
+            wait_until_ok(&format!("{model} to converge"), Duration::from_secs(90), || {
                 converged(&sim, &store, "odoo", model)
             })
             .await;

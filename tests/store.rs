@@ -296,18 +296,14 @@ async fn mark_deleted_flags_live_rows_once_with_new_change_seqs() {
         let page: Vec<RemoteRecord> = (1..=4).map(|i| rec(&i.to_string(), i, json!({}))).collect();
         store.apply_page(CONN, OBJ, &page, None).await.unwrap();
 
-        let gone = vec!["2".to_string(), "3".to_string(), "99".to_string(), "3".to_string()];
+        let gone = vec!["2".to_string(), "3".to_string(), "3".to_string()];
+        assert_eq!(store.mark_deleted(CONN, OBJ, &gone, t(10)).await.unwrap(), 2);
         assert_eq!(
-            store.mark_deleted(CONN, OBJ, &gone).await.unwrap(),
-            2,
-            "unknown ids are ignored"
-        );
-        assert_eq!(
-            store.mark_deleted(CONN, OBJ, &gone).await.unwrap(),
+            store.mark_deleted(CONN, OBJ, &gone, t(11)).await.unwrap(),
             0,
             "already deleted"
         );
-        assert_eq!(store.mark_deleted(CONN, OBJ, &[]).await.unwrap(), 0);
+        assert_eq!(store.mark_deleted(CONN, OBJ, &[], t(12)).await.unwrap(), 0);
 
         assert_eq!(store.live_remote_ids(CONN, OBJ).await.unwrap(), vec!["1", "4"]);
         let changed = store.changes_since(4, 10).await.unwrap();
@@ -332,10 +328,11 @@ async fn deleted_record_seen_again_comes_back() {
             .apply_page(CONN, OBJ, &[rec("1", 0, json!({"v": 1}))], None)
             .await
             .unwrap();
-        store.mark_deleted(CONN, OBJ, &["1".to_string()]).await.unwrap();
+        store.mark_deleted(CONN, OBJ, &["1".to_string()], t(1)).await.unwrap();
 
+        // A restore is a newer version than the deletion.
         let applied = store
-            .apply_page(CONN, OBJ, &[rec("1", 0, json!({"v": 1}))], None)
+            .apply_page(CONN, OBJ, &[rec("1", 2, json!({"v": 1}))], None)
             .await
             .unwrap();
         assert_eq!(applied, outcome(0, 1, 0));
@@ -343,6 +340,61 @@ async fn deleted_record_seen_again_comes_back() {
         assert!(!row.deleted);
         assert_eq!(row.change_seq, 3);
         assert_eq!(store.live_remote_ids(CONN, OBJ).await.unwrap(), vec!["1"]);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deletion_wins_over_an_older_or_simultaneous_version_seen_later() {
+    on_each_database(|store| async move {
+        store
+            .apply_page(CONN, OBJ, &[rec("1", 0, json!({"v": 1}))], None)
+            .await
+            .unwrap();
+        store.mark_deleted(CONN, OBJ, &["1".to_string()], t(5)).await.unwrap();
+        // A lagging search index or an overlap re-read returns versions from before the deletion.
+        for secs in [0, 3, 5] {
+            let applied = store
+                .apply_page(CONN, OBJ, &[rec("1", secs, json!({"v": secs}))], None)
+                .await
+                .unwrap();
+            assert_eq!(applied, outcome(0, 0, 1), "version at {secs}s");
+        }
+        let row = store.record(CONN, OBJ, "1").await.unwrap().unwrap();
+        assert!(row.deleted);
+        assert_eq!(row.remote_updated_at, t(5));
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn deletion_of_an_unseen_record_leaves_a_tombstone_that_blocks_older_versions() {
+    on_each_database(|store| async move {
+        assert_eq!(
+            store.mark_deleted(CONN, OBJ, &["7".to_string()], t(5)).await.unwrap(),
+            0,
+            "no live row became deleted"
+        );
+        let tombstone = store.record(CONN, OBJ, "7").await.unwrap().unwrap();
+        assert!(tombstone.deleted);
+        assert_eq!(tombstone.remote_updated_at, t(5));
+        assert_eq!(
+            tombstone.change_seq, 1,
+            "applications see the tombstone in change order"
+        );
+        let applied = store
+            .apply_page(CONN, OBJ, &[rec("7", 4, json!({"v": 1}))], None)
+            .await
+            .unwrap();
+        assert_eq!(applied, outcome(0, 0, 1));
+        assert!(store.live_remote_ids(CONN, OBJ).await.unwrap().is_empty());
+        // A later restore still comes back.
+        let applied = store
+            .apply_page(CONN, OBJ, &[rec("7", 6, json!({"v": 2}))], None)
+            .await
+            .unwrap();
+        assert_eq!(applied, outcome(0, 1, 0));
+        assert_eq!(store.live_remote_ids(CONN, OBJ).await.unwrap(), vec!["7"]);
     })
     .await;
 }

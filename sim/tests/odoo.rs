@@ -532,3 +532,18 @@ async fn churn_changes_rows_and_announces_them_by_webhook() {
     receiver.shutdown().await;
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn seeding_at_a_sub_second_time_stores_whole_seconds_like_odoo() {
+    let sim = OdooSim::start(OdooSimConfig::default()).await.unwrap();
+    let at = chrono::NaiveDate::from_ymd_opt(2024, 5, 1)
+        .unwrap()
+        .and_hms_milli_opt(10, 0, 0, 750)
+        .unwrap();
+    sim.seed("res.partner", 2, Some(at));
+    for row in sim.records("res.partner") {
+        assert_eq!(format_odoo_datetime(row.write_date), "2024-05-01 10:00:00");
+        assert_eq!(row.write_date.and_utc().timestamp_subsec_nanos(), 0);
+    }
+    sim.shutdown().await;
+}

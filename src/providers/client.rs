@@ -98,15 +98,21 @@ impl CrmClient {
             started.elapsed(),
         );
         let body = body.map_err(|e| ProviderError::Transient(describe_transport_error(&e)))?;
-        self.observe_quota_headers(&headers);
 
         if status.is_success() {
+            self.observe_quota_headers(&headers);
             return Ok(CrmResponse { status, headers, body });
         }
         let message = error_message(&body);
         Err(match status {
             StatusCode::TOO_MANY_REQUESTS => {
-                let wait = retry_after(&headers).unwrap_or(DEFAULT_THROTTLE_WAIT);
+                // The CRM's own Retry-After is the precise wait; the quota interval is only a fallback.
+                let wait = retry_after(&headers)
+                    .or_else(|| {
+                        header_number(&headers, "x-hubspot-ratelimit-interval-milliseconds").map(Duration::from_millis)
+                    })
+                    .unwrap_or(DEFAULT_THROTTLE_WAIT)
+                    .min(MAX_THROTTLE_WAIT);
                 self.metrics.throttled(&self.connection);
                 self.gate.pause_for(wait);
                 ProviderError::RateLimited { wait }
@@ -119,14 +125,20 @@ impl CrmClient {
         })
     }
 
+    /// A success that spent the CRM's last request of its window (another client shares the token): hold back
+    /// for one request's share of the window, so the next request is unlikely to meet a 429.
     fn observe_quota_headers(&self, headers: &HeaderMap) {
-        let number = |name: &str| headers.get(name)?.to_str().ok()?.trim().parse::<u64>().ok();
-        if let Some(0) = number("x-hubspot-ratelimit-remaining") {
-            let interval = number("x-hubspot-ratelimit-interval-milliseconds").unwrap_or(10_000);
+        if header_number(headers, "x-hubspot-ratelimit-remaining") == Some(0) {
+            let interval = header_number(headers, "x-hubspot-ratelimit-interval-milliseconds").unwrap_or(10_000);
+            let max = header_number(headers, "x-hubspot-ratelimit-max").unwrap_or(1).max(1);
             self.gate
-                .pause_for(Duration::from_millis(interval).min(MAX_THROTTLE_WAIT));
+                .pause_for(Duration::from_millis(interval / max).min(MAX_THROTTLE_WAIT));
         }
     }
+}
+
+fn header_number(headers: &HeaderMap, name: &str) -> Option<u64> {
+    headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is rare from CRMs and treated as absent).

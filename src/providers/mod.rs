@@ -62,8 +62,12 @@ pub struct WebhookRequest<'a> {
 pub enum EventAction {
     /// Read these records from the CRM and store them.
     Fetch { object: String, ids: Vec<String> },
-    /// The CRM says these records are gone.
-    Delete { object: String, ids: Vec<String> },
+    /// The CRM says these records are gone, as of `at` (the event's time; None when it gives none).
+    Delete {
+        object: String,
+        ids: Vec<String>,
+        at: Option<DateTime<Utc>>,
+    },
     /// Nothing to do (an object this connection does not sync, an event kind it does not use).
     Ignore,
 }

@@ -83,6 +83,8 @@ impl Store {
                     writes.push(record);
                 }
                 Some(s) if s.updated_at > record.updated_at => outcome.unchanged += 1,
+                // A deletion at the same instant as this version happened after it.
+                Some(s) if s.deleted && s.updated_at == record.updated_at => outcome.unchanged += 1,
                 Some(s) if s.updated_at == record.updated_at && s.hash == record.hash && !s.deleted => {
                     outcome.unchanged += 1
                 }
@@ -153,48 +155,48 @@ impl Store {
         Ok(outcome)
     }
 
-    /// Marks the given records deleted (each with a fresh `change_seq`), skipping unknown and already deleted
-    /// ones. Returns how many rows changed.
+    /// Records that the CRM deleted these records at `at`. A live row is flagged deleted (with a fresh
+    /// `change_seq`) and its `remote_updated_at` moves up to `at`; an id with no row gets a tombstone (deleted,
+    /// empty data, `remote_updated_at = at`). Either way a version of the record older than the deletion that
+    /// arrives later (HubSpot's search index lags, every pull re-reads an overlap window) is recognised as older and
+    /// skipped instead of bringing the record back; a newer version (a restore) still does. Returns how many live
+    /// rows became deleted.
     pub async fn mark_deleted(
         &self,
         connection: &str,
         object: &str,
         remote_ids: &[String],
+        at: DateTime<Utc>,
     ) -> Result<usize, StoreError> {
         if remote_ids.is_empty() {
             return Ok(0);
         }
+        let at = db_time(at);
+        let mut wanted: Vec<&str> = remote_ids.iter().map(String::as_str).collect();
+        wanted.sort_unstable();
+        wanted.dedup();
         let txn = self.begin_write().await?;
         lock_stream(&txn, connection, object).await?;
-        let mut ids: Vec<i64> = Vec::new();
-        for chunk in remote_ids.chunks(BATCH) {
-            let found: Vec<i64> = records::Entity::find()
-                .select_only()
-                .column(records::Column::Id)
-                .filter(records::Column::ConnectionId.eq(connection))
-                .filter(records::Column::Object.eq(object))
-                .filter(records::Column::RemoteId.is_in(chunk.iter().map(String::as_str)))
-                .filter(records::Column::Deleted.eq(false))
-                .into_tuple()
-                .all(&txn)
-                .await?;
-            ids.extend(found);
-        }
-        ids.sort_unstable();
-        ids.dedup();
-        if ids.is_empty() {
+        let stored = stored_states(&txn, connection, object, &wanted).await?;
+        let live: Vec<&str> = wanted
+            .iter()
+            .copied()
+            .filter(|id| stored.get(*id).is_some_and(|s| !s.deleted))
+            .collect();
+        let unknown: Vec<&str> = wanted.iter().copied().filter(|id| !stored.contains_key(*id)).collect();
+        if live.is_empty() && unknown.is_empty() {
             txn.commit().await?;
             return Ok(0);
         }
 
-        let first_seq = reserve_change_seqs(&txn, ids.len()).await?;
+        let first_seq = reserve_change_seqs(&txn, live.len() + unknown.len()).await?;
         let synced_at = now();
-        for (chunk_index, chunk) in ids.chunks(BATCH).enumerate() {
+        for (chunk_index, chunk) in live.chunks(BATCH).enumerate() {
             // One UPDATE per chunk, each row getting its own sequence number through a CASE on its id.
             let mut seq = None::<sea_orm::sea_query::CaseStatement>;
             for (i, id) in chunk.iter().enumerate() {
                 let value = first_seq + (chunk_index * BATCH + i) as i64;
-                let condition = Expr::col(records::Column::Id).eq(*id);
+                let condition = Expr::col(records::Column::RemoteId).eq(*id);
                 seq = Some(match seq {
                     None => Expr::case(condition, value),
                     Some(case) => case.case(condition, value),
@@ -203,17 +205,53 @@ impl Store {
             let seq = seq
                 .expect("chunks are never empty")
                 .finally(Expr::col(records::Column::ChangeSeq));
+            let updated_at = Expr::case(Expr::col(records::Column::RemoteUpdatedAt).lt(at), at)
+                .finally(Expr::col(records::Column::RemoteUpdatedAt));
             records::Entity::update_many()
                 .col_expr(records::Column::Deleted, Expr::value(true))
                 .col_expr(records::Column::SyncedAt, Expr::value(synced_at))
+                .col_expr(records::Column::RemoteUpdatedAt, updated_at.into())
                 .col_expr(records::Column::ChangeSeq, seq.into())
-                .filter(records::Column::Id.is_in(chunk.iter().copied()))
+                .filter(records::Column::ConnectionId.eq(connection))
+                .filter(records::Column::Object.eq(object))
+                .filter(records::Column::RemoteId.is_in(chunk.iter().copied()))
                 .filter(records::Column::Deleted.eq(false))
                 .exec(&txn)
                 .await?;
         }
+        let empty = Value::Object(Default::default());
+        let empty_hash = content_hash(&empty);
+        let tombstone_seq = first_seq + live.len() as i64;
+        for (chunk_index, chunk) in unknown.chunks(BATCH).enumerate() {
+            let mut insert = Query::insert();
+            insert.into_table(records::Entity).columns([
+                records::Column::ConnectionId,
+                records::Column::Object,
+                records::Column::RemoteId,
+                records::Column::Data,
+                records::Column::ContentHash,
+                records::Column::RemoteUpdatedAt,
+                records::Column::Deleted,
+                records::Column::SyncedAt,
+                records::Column::ChangeSeq,
+            ]);
+            for (i, id) in chunk.iter().enumerate() {
+                insert.values_panic([
+                    connection.into(),
+                    object.into(),
+                    (*id).into(),
+                    empty.clone().into(),
+                    empty_hash.clone().into(),
+                    at.into(),
+                    true.into(),
+                    synced_at.into(),
+                    (tombstone_seq + (chunk_index * BATCH + i) as i64).into(),
+                ]);
+            }
+            txn.execute(&insert).await?;
+        }
         txn.commit().await?;
-        Ok(ids.len())
+        Ok(live.len())
     }
 
     /// The remote ids of the stream's records that are not deleted (what a delete sweep compares with the CRM).

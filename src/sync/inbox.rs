@@ -2,6 +2,8 @@
 
 use std::collections::BTreeMap;
 
+use chrono::{DateTime, Utc};
+
 use super::{SyncContext, SyncError};
 use crate::metrics::Direction;
 use crate::providers::{EventAction, ProviderError};
@@ -26,24 +28,25 @@ pub async fn process_inbox(ctx: &SyncContext) -> Result<usize, SyncError> {
             return Ok(total);
         }
         let mut fetch: BTreeMap<String, Group> = BTreeMap::new();
-        let mut delete: BTreeMap<String, Group> = BTreeMap::new();
+        let mut delete: BTreeMap<(String, Option<DateTime<Utc>>), Group> = BTreeMap::new();
         let mut ignored = Vec::new();
         for event in &events {
-            let (groups, object, ids) = match ctx.provider.interpret_event(&event.body) {
-                EventAction::Fetch { object, ids } => (&mut fetch, object, ids),
-                EventAction::Delete { object, ids } => (&mut delete, object, ids),
+            let (group, ids) = match ctx.provider.interpret_event(&event.body) {
+                EventAction::Fetch { object, ids } => (fetch.entry(object).or_default(), ids),
+                EventAction::Delete { object, ids, at } => (delete.entry((object, at)).or_default(), ids),
                 EventAction::Ignore => {
                     ignored.push(event.id);
                     continue;
                 }
             };
-            let group = groups.entry(object).or_default();
             group.ids.extend(ids);
             group.events.push(event.id);
         }
         for (object, mut group) in fetch {
             group.ids.sort();
             group.ids.dedup();
+            // A record missing from the answer was gone by the time we asked.
+            let asked_at = Utc::now();
             let fetched = match ctx.provider.fetch(&object, &group.ids).await {
                 Ok(f) => f,
                 Err(ProviderError::Permanent(message)) => {
@@ -65,13 +68,14 @@ pub async fn process_inbox(ctx: &SyncContext) -> Result<usize, SyncError> {
             );
             if !fetched.missing.is_empty() {
                 ctx.store
-                    .mark_deleted(&ctx.connection, &object, &fetched.missing)
+                    .mark_deleted(&ctx.connection, &object, &fetched.missing, asked_at)
                     .await?;
             }
             ctx.store.finish_webhook_events(&group.events, Ok(())).await?;
         }
-        for (object, group) in delete {
-            ctx.store.mark_deleted(&ctx.connection, &object, &group.ids).await?;
+        for ((object, at), group) in delete {
+            let at = at.unwrap_or_else(Utc::now);
+            ctx.store.mark_deleted(&ctx.connection, &object, &group.ids, at).await?;
             ctx.store.finish_webhook_events(&group.events, Ok(())).await?;
         }
         if !ignored.is_empty() {

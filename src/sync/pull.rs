@@ -8,6 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::{SyncContext, SyncError, process_inbox};
 use crate::metrics::Direction;
+use crate::providers::ProviderError;
 
 /// One complete pass over `object`. Returns the number of records inserted or changed.
 pub async fn pull_object(ctx: &SyncContext, object: &str) -> Result<u64, SyncError> {
@@ -23,7 +24,8 @@ pub async fn pull_object(ctx: &SyncContext, object: &str) -> Result<u64, SyncErr
         if ctx.cancel.is_cancelled() {
             return Err(SyncError::Cancelled);
         }
-        let page = ctx.provider.pull_page(object, since, token.take()).await?;
+        let asked = token.take();
+        let page = ctx.provider.pull_page(object, since, asked.clone()).await?;
         if let Some(page_max) = page.records.iter().map(|r| r.position()).max()
             && cursor.as_ref().is_none_or(|c| &page_max > c)
         {
@@ -37,6 +39,14 @@ pub async fn pull_object(ctx: &SyncContext, object: &str) -> Result<u64, SyncErr
         changed += n;
         ctx.metrics.records_synced(&ctx.connection, object, Direction::Pull, n);
         match page.next {
+            // A CRM that answers a page with the position it was asked for would keep this loop busy forever:
+            // treat it as a failure, which backs off.
+            Some(next) if Some(&next) == asked.as_ref() => {
+                return Err(ProviderError::Transient(format!(
+                    "{object}: the CRM returned the same page again; no progress"
+                ))
+                .into());
+            }
             Some(next) => token = Some(next),
             None => break,
         }
@@ -57,13 +67,16 @@ pub async fn pull_object(ctx: &SyncContext, object: &str) -> Result<u64, SyncErr
 /// Marks deleted every local record of `object` that the CRM no longer lists (for CRMs whose deletes leave no
 /// trace). Runs inside the connection actor, so no pull interleaves between listing and comparing.
 pub async fn sweep_deletes(ctx: &SyncContext, object: &str) -> Result<usize, SyncError> {
+    let listed_at = Utc::now();
     let remote: HashSet<String> = ctx.provider.list_ids(object).await?.into_iter().collect();
     let local = ctx.store.live_remote_ids(&ctx.connection, object).await?;
     let vanished: Vec<String> = local.into_iter().filter(|id| !remote.contains(id)).collect();
     let n = if vanished.is_empty() {
         0
     } else {
-        ctx.store.mark_deleted(&ctx.connection, object, &vanished).await?
+        ctx.store
+            .mark_deleted(&ctx.connection, object, &vanished, listed_at)
+            .await?
     };
     ctx.store.swept(&ctx.connection, object, Utc::now()).await?;
     Ok(n)

@@ -83,6 +83,8 @@ shutdown_grace = "5s"
 }
 
 pub async fn start(config: Config) -> TestApp {
+    // Logs are captured per test and shown only when it fails.
+    crmsyncd::telemetry::init();
     let app = Application::build(config).await.expect("the daemon builds");
     let handle = app.handle();
     let (tx, rx) = oneshot::channel();
@@ -111,6 +113,23 @@ where
             panic!("timed out after {timeout:?} waiting for: {what}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Polls `check` until it returns Ok or `timeout` passes; on timeout panics with the last mismatch it reported.
+pub async fn wait_until_ok<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), String>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        let outcome = check().await;
+        let Err(last) = outcome else { return };
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for: {what}; last mismatch: {last}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -19,6 +19,7 @@ mod webhook;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::Timelike;
 use chrono::{NaiveDateTime, TimeDelta};
 use serde_json::{Map, Value};
 
@@ -191,7 +192,10 @@ impl OdooSim {
     /// just makes sure the model exists.
     pub fn seed(&self, model: &str, n: usize, at: Option<NaiveDateTime>) -> Vec<i64> {
         let mut store = self.store();
-        let at = at.unwrap_or_else(|| store.clock.now());
+        // Odoo stores write_date to the second; a finer `at` would make `write_date = '...'` never match.
+        let at = at
+            .map(|t| t.with_nanosecond(0).expect("zero nanoseconds is valid"))
+            .unwrap_or_else(|| store.clock.now());
         let table = store.model_or_create(model);
         (0..n)
             .map(|_| {

@@ -140,7 +140,14 @@ pub fn interpret(event: &Value, objects: &[String]) -> EventAction {
     }
     let action = kind.split_once('.').map(|(_, a)| a).unwrap_or("");
     match action {
-        "deletion" | "privacyDeletion" => EventAction::Delete { object, ids: vec![id] },
+        "deletion" | "privacyDeletion" => EventAction::Delete {
+            object,
+            ids: vec![id],
+            at: event
+                .get("occurredAt")
+                .and_then(Value::as_i64)
+                .and_then(chrono::DateTime::from_timestamp_millis),
+        },
         _ => EventAction::Fetch { object, ids: vec![id] },
     }
 }
@@ -335,7 +342,8 @@ mod tests {
             interpret(&events[1].body, &objects),
             EventAction::Delete {
                 object: "contacts".into(),
-                ids: vec!["6".into()]
+                ids: vec!["6".into()],
+                at: None
             }
         );
         assert_eq!(
