@@ -70,7 +70,8 @@ async fn full_sync_converges_through_equal_timestamps_the_search_cap_and_index_l
         sim.seed("companies", 400, None);
         let app = spawn_app(
             &db,
-            &hubspot_connection("hs", &sim.base_url(), &["contacts", "companies"], "search_cap = 1000"),
+            // Small pages: many page boundaries for the churn to fall between.
+            &hubspot_connection("hs", &sim.base_url(), &["contacts", "companies"], "page_size = 50"),
             "",
         )
         .await;

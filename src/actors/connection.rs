@@ -51,6 +51,8 @@ pub struct ConnectionRun {
     failures: u32,
     parked: bool,
     timer: Option<AbortHandle>,
+    /// Wakes the actor when a write that failed is due again, if that is before the next tick.
+    write_timer: Option<AbortHandle>,
     last_sweep: HashMap<String, chrono::DateTime<Utc>>,
     /// When each object's last complete pull pass started: the sync lag is measured from it.
     last_pass: HashMap<String, chrono::DateTime<Utc>>,
@@ -99,6 +101,7 @@ impl Actor for ConnectionActor {
             failures: 0,
             parked: false,
             timer: None,
+            write_timer: None,
             last_sweep,
             last_pass,
         })
@@ -109,7 +112,7 @@ impl Actor for ConnectionActor {
         _myself: ActorRef<Self::Msg>,
         state: &mut ConnectionRun,
     ) -> Result<(), ActorProcessingErr> {
-        if let Some(timer) = state.timer.take() {
+        for timer in [state.timer.take(), state.write_timer.take()].into_iter().flatten() {
             timer.abort();
         }
         Ok(())
@@ -131,7 +134,9 @@ impl Actor for ConnectionActor {
                 }
                 state.set_state(ConnectionState::Syncing);
                 let result = state.cycle().await;
-                state.after(&myself, result, true)
+                state.after(&myself, result, true)?;
+                state.schedule_writes(&myself).await;
+                Ok(())
             }
             ConnectionMsg::WebhookArrived => {
                 if state.parked || !state.ctx.take_inbox_flag() {
@@ -145,7 +150,9 @@ impl Actor for ConnectionActor {
                     return Ok(());
                 }
                 let result = sync::drain_outbox(&state.ctx).await.map(|_| ());
-                state.after(&myself, result, false)
+                state.after(&myself, result, false)?;
+                state.schedule_writes(&myself).await;
+                Ok(())
             }
             ConnectionMsg::Resume => {
                 if state.parked {
@@ -251,6 +258,26 @@ impl ConnectionRun {
                 self.schedule(myself, delay);
                 Ok(())
             }
+        }
+    }
+
+    /// Arms a wake-up for the earliest pending write, so a write retried after a short backoff does not wait for
+    /// the next poll. A database error here is harmless: the next tick drains the outbox anyway.
+    async fn schedule_writes(&mut self, myself: &ActorRef<ConnectionMsg>) {
+        if self.parked {
+            return;
+        }
+        if let Some(t) = self.write_timer.take() {
+            t.abort();
+        }
+        let Ok(Some(at)) = self.ctx.store.next_write_at(&self.ctx.connection).await else {
+            return;
+        };
+        let wait = (at - Utc::now()).to_std().unwrap_or_default();
+        if wait < self.poll_interval {
+            // A little after the due time, so the write is due when the drain looks.
+            let wait = wait + Duration::from_millis(10);
+            self.write_timer = Some(myself.send_after(wait, || ConnectionMsg::WritesQueued).abort_handle());
         }
     }
 

@@ -131,6 +131,17 @@ impl Store {
             .await?)
     }
 
+    /// When the connection's next pending write is due (its earliest `next_attempt_at`), if it has any.
+    pub async fn next_write_at(&self, connection: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let next = outbox::Entity::find()
+            .filter(outbox::Column::ConnectionId.eq(connection))
+            .filter(outbox::Column::Status.eq(OutboxStatus::Pending))
+            .order_by_asc(outbox::Column::NextAttemptAt)
+            .one(&self.db)
+            .await?;
+        Ok(next.map(|w| w.next_attempt_at))
+    }
+
     /// The write was applied; `remote_id` is the CRM's id of the written record.
     pub async fn write_done(&self, id: i64, remote_id: &str) -> Result<(), StoreError> {
         outbox::Entity::update_many()

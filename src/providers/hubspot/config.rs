@@ -26,9 +26,6 @@ pub struct HubSpotConfig {
     /// Records per search page (HubSpot's maximum is 200).
     #[serde(default = "default_page_size")]
     pub page_size: u32,
-    /// Results one search query may return before HubSpot answers 400 (10,000).
-    #[serde(default = "default_search_cap")]
-    pub search_cap: u32,
     /// Properties to read per object (`properties = { contacts = ["email", "firstname"] }`); objects not named
     /// here use a default list for the standard objects and HubSpot's own defaults for the rest.
     #[serde(default)]
@@ -74,8 +71,4 @@ fn default_tolerance() -> Duration {
 
 fn default_page_size() -> u32 {
     200
-}
-
-fn default_search_cap() -> u32 {
-    10_000
 }

@@ -70,12 +70,6 @@ pub fn modified_property(object: &str) -> &'static str {
 struct SearchAnswer {
     #[serde(default)]
     results: Vec<ApiRecord>,
-    paging: Option<Paging>,
-}
-
-#[derive(Debug, Deserialize)]
-struct Paging {
-    next: Option<Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -143,7 +137,6 @@ impl Provider for HubSpot {
         let limit = self.config.page_size.clamp(1, 200);
         let body = state.request(modified_property(object), &self.config.properties_for(object), limit);
         let answer: SearchAnswer = self.post("search", self.url(object, "search"), &body).await?.json()?;
-        let more = answer.paging.as_ref().and_then(|p| p.next.as_ref()).is_some();
         let records = answer
             .results
             .into_iter()
@@ -151,14 +144,7 @@ impl Provider for HubSpot {
             .collect::<Result<Vec<_>, _>>()?;
         let last_ms = records.iter().map(|r| r.updated_at.timestamp_millis()).max();
         let last_id = records.iter().filter_map(|r| r.remote_id.parse::<u64>().ok()).max();
-        let next = state.next(
-            records.len() as u32,
-            more,
-            last_ms,
-            last_id,
-            limit,
-            self.config.search_cap,
-        );
+        let next = state.next(records.len() as u32, limit, last_ms, last_id);
         Ok(Page {
             records,
             next: next.map(|s| serde_json::to_value(s).expect("search state serialises")),
