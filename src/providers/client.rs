@@ -211,6 +211,48 @@ mod tests {
         assert_eq!(retry_after(&h), None);
     }
 
+    #[tokio::test]
+    async fn spent_hubspot_quota_on_a_success_pauses_the_gate() {
+        use crmsyncd_sim::server::{self, Handler, SimRequest, SimResponse};
+
+        struct Spent;
+        impl Handler for Spent {
+            async fn handle(&self, _: SimRequest) -> SimResponse {
+                SimResponse::json(StatusCode::OK, &serde_json::json!({}))
+                    .with_header("x-hubspot-ratelimit-max", "10")
+                    .with_header("x-hubspot-ratelimit-remaining", "0")
+                    .with_header("x-hubspot-ratelimit-interval-milliseconds", "10000")
+            }
+        }
+        let running = server::spawn(([127, 0, 0, 1], 0).into(), std::sync::Arc::new(Spent))
+            .await
+            .unwrap();
+        let config: crate::config::Config = crate::config::Config::parse(
+            &format!(
+                "[[connection]]\nid = \"h\"\nprovider = \"hubspot\"\nbase_url = \"{}\"\naccess_token = \"t\"\nobjects = [\"contacts\"]\n",
+                running.base_url()
+            ),
+            std::path::Path::new("t.toml"),
+            &|_| None,
+        )
+        .unwrap();
+        let connection = &config.connections[0];
+        let gate = Arc::new(RateGate::new(connection.rate_limit));
+        let client = CrmClient::new(connection, gate.clone(), Arc::new(Metrics::new())).unwrap();
+        assert!(gate.pause_remaining().is_none());
+        client
+            .send("search", client.http().get(running.base_url()))
+            .await
+            .unwrap();
+        let pause = gate.pause_remaining().expect("the gate paused");
+        // One request's share of the window: 10 s / 10.
+        assert!(
+            pause > Duration::from_millis(900) && pause <= Duration::from_secs(1),
+            "{pause:?}"
+        );
+        running.shutdown().await;
+    }
+
     #[test]
     fn error_message_prefers_the_crms_message() {
         assert_eq!(
