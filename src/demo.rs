@@ -77,8 +77,11 @@ pub async fn run(seconds: Option<u64>) -> anyhow::Result<()> {
             let mut tick = tokio::time::interval(Duration::from_secs(2));
             loop {
                 tick.tick().await;
-                let hs = count(&handle, "hubspot-demo").await;
-                let od = count(&handle, "odoo-demo").await;
+                // During shutdown the pool closes: print nothing rather than zeros.
+                let (Some(hs), Some(od)) = (count(&handle, "hubspot-demo").await, count(&handle, "odoo-demo").await)
+                else {
+                    continue;
+                };
                 println!("  hubspot-demo: {hs:>6} records   odoo-demo: {od:>6} records");
             }
         }
@@ -101,12 +104,12 @@ pub async fn run(seconds: Option<u64>) -> anyhow::Result<()> {
     result
 }
 
-async fn count(handle: &crate::AppHandle, connection: &str) -> u64 {
+async fn count(handle: &crate::AppHandle, connection: &str) -> Option<u64> {
     records::Entity::find()
         .filter(records::Column::ConnectionId.eq(connection))
         .count(handle.store.db())
         .await
-        .unwrap_or(0)
+        .ok()
 }
 
 fn demo_config(port: u16, dir: &Path, hubspot: &str, odoo: &str) -> String {
@@ -127,7 +130,7 @@ base_url = "{hubspot}"
 access_token = "hs-test-token"
 webhook_secret = "hs-test-secret"
 objects = ["contacts", "companies"]
-poll_interval = "10s"
+poll_interval = "2s"
 rate_limit = {{ requests = 100, per = "10s" }}
 
 [[connection]]
@@ -139,7 +142,7 @@ username = "api@example.com"
 api_key = "odoo-test-key"
 models = ["res.partner", "crm.lead"]
 webhook_token = "odoo-hook-token"
-poll_interval = "10s"
+poll_interval = "2s"
 rate_limit = {{ requests = 50, per = "1s" }}
 sweep_interval = "30s"
 "#,
