@@ -57,9 +57,9 @@ impl Application {
         let registry = Arc::new(Registry::default());
         for connection in &config.connections {
             let gate = Arc::new(RateGate::new(connection.rate_limit));
-            let provider = providers::build(connection, gate.clone(), metrics.clone())
+            let provider = providers::build(connection, gate, metrics.clone())
                 .with_context(|| format!("building the client of connection {}", connection.id))?;
-            registry.insert(Arc::new(ConnectionEntry::new(connection.clone(), provider, gate)));
+            registry.insert(Arc::new(ConnectionEntry::new(connection.clone(), provider)));
         }
         let listener = TcpListener::bind(config.http.listen)
             .await

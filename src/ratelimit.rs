@@ -45,11 +45,6 @@ impl RateGate {
         }
     }
 
-    /// The spacing between two requests.
-    pub fn period(&self) -> Duration {
-        self.period
-    }
-
     /// Waits until a request may be sent; returns how long it waited.
     pub async fn acquire(&self) -> Duration {
         let started = Instant::now();

@@ -10,24 +10,21 @@ use ractor::ActorRef;
 use crate::actors::ConnectionMsg;
 use crate::config::ConnectionConfig;
 use crate::providers::Provider;
-use crate::ratelimit::RateGate;
 
 /// One configured connection.
 pub struct ConnectionEntry {
     pub config: ConnectionConfig,
     pub provider: Arc<dyn Provider>,
-    pub gate: Arc<RateGate>,
     /// Set by the webhook endpoint after it commits events; cleared by the actor when it reads the inbox.
     pub inbox_pending: Arc<AtomicBool>,
     actor: Mutex<Option<ActorRef<ConnectionMsg>>>,
 }
 
 impl ConnectionEntry {
-    pub fn new(config: ConnectionConfig, provider: Arc<dyn Provider>, gate: Arc<RateGate>) -> Self {
+    pub fn new(config: ConnectionConfig, provider: Arc<dyn Provider>) -> Self {
         Self {
             config,
             provider,
-            gate,
             inbox_pending: Arc::new(AtomicBool::new(false)),
             actor: Mutex::new(None),
         }

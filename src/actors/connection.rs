@@ -180,9 +180,9 @@ impl ConnectionRun {
         sync::process_inbox(ctx).await?;
         sync::drain_outbox(ctx).await?;
         for object in ctx.provider.objects().to_vec() {
-            let started = Utc::now();
-            sync::pull_object(ctx, &object).await?;
-            self.last_pass.insert(object, started);
+            let pass = sync::pull_object(ctx, &object).await?;
+            self.set_lag(&object, pass.started);
+            self.last_pass.insert(object, pass.started);
         }
         if let Some(interval) = ctx.provider.sweep_interval() {
             for object in ctx.provider.objects().to_vec() {
@@ -204,11 +204,15 @@ impl ConnectionRun {
 
     /// Sets `crmsyncd_sync_lag_seconds` from the last complete pass, so it keeps growing while pulls fail.
     fn refresh_lag(&self) {
-        let now = Utc::now();
         for (object, started) in &self.last_pass {
-            let lag = (now - *started).num_milliseconds() as f64 / 1000.0;
-            self.ctx.metrics.set_sync_lag(&self.ctx.connection, object, lag);
+            self.set_lag(object, *started);
         }
+    }
+
+    /// `crmsyncd_sync_lag_seconds` for `object`: seconds since its last complete pass started.
+    fn set_lag(&self, object: &str, pass_started: chrono::DateTime<Utc>) {
+        let lag = (Utc::now() - pass_started).num_milliseconds() as f64 / 1000.0;
+        self.ctx.metrics.set_sync_lag(&self.ctx.connection, object, lag);
     }
 
     /// Decides what happens after some work: schedule the next tick, back off, or park.

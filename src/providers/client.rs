@@ -65,10 +65,6 @@ impl CrmClient {
         &self.http
     }
 
-    pub fn gate(&self) -> &RateGate {
-        &self.gate
-    }
-
     /// Sends `request` through the rate gate. Returns the answer when it is 2xx; otherwise the classified error
     /// (401/403 auth, 429 rate limited — which also pauses the gate —, 5xx transient, other 4xx permanent with
     /// the CRM's message). `X-HubSpot-RateLimit-Remaining: 0` pauses the gate for the interval it names.

@@ -10,8 +10,17 @@ use super::{SyncContext, SyncError, process_inbox};
 use crate::metrics::Direction;
 use crate::providers::ProviderError;
 
-/// One complete pass over `object`. Returns the number of records inserted or changed.
-pub async fn pull_object(ctx: &SyncContext, object: &str) -> Result<u64, SyncError> {
+/// What a complete pass did.
+#[derive(Debug, Clone, Copy)]
+pub struct Pass {
+    /// When it started: everything the CRM changed before this is now stored (the sync lag counts from here).
+    pub started: DateTime<Utc>,
+    /// Records inserted or changed.
+    pub changed: u64,
+}
+
+/// One complete pass over `object`.
+pub async fn pull_object(ctx: &SyncContext, object: &str) -> Result<Pass, SyncError> {
     let started = Utc::now();
     let mut cursor = ctx.store.cursor(&ctx.connection, object).await?;
     let since = cursor
@@ -56,12 +65,7 @@ pub async fn pull_object(ctx: &SyncContext, object: &str) -> Result<u64, SyncErr
         }
     }
     ctx.store.pass_completed(&ctx.connection, object, started).await?;
-    ctx.metrics.set_sync_lag(
-        &ctx.connection,
-        object,
-        (Utc::now() - started).num_milliseconds() as f64 / 1000.0,
-    );
-    Ok(changed)
+    Ok(Pass { started, changed })
 }
 
 /// Marks deleted every local record of `object` that the CRM no longer lists (for CRMs whose deletes leave no
