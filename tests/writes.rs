@@ -34,22 +34,38 @@ async fn wait_all_done(client: &reqwest::Client, app: &support::TestApp, ids: &[
     wait_for("every write to be done", Duration::from_secs(60), || async {
         let mut done = 0;
         for id in ids {
-            let w: Value = client
-                .get(app.url(&format!("/v1/writes/{id}")))
-                .bearer_auth(TOKEN)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            if w["status"] == "done" {
+            if get_write(client, app, *id).await["status"] == "done" {
                 done += 1;
             }
         }
         done == ids.len()
     })
     .await;
+}
+
+/// `GET /v1/writes/{id}`.
+async fn get_write(client: &reqwest::Client, app: &support::TestApp, id: i64) -> Value {
+    client
+        .get(app.url(&format!("/v1/writes/{id}")))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
+/// A HubSpot simulator and a daemon with one connection "hs" to it and the API enabled.
+async fn hubspot_app(db: &crmsyncd::testing::TestDatabase) -> (HubSpotSim, support::TestApp) {
+    let sim = HubSpotSim::start(HubSpotSimConfig::default()).await.unwrap();
+    let app = spawn_app(
+        db,
+        &hubspot_connection("hs", &sim.base_url(), &["contacts"], ""),
+        &api_line(),
+    )
+    .await;
+    (sim, app)
 }
 
 fn storm() -> Faults {
@@ -66,8 +82,7 @@ fn storm() -> Faults {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hubspot_writes_create_exactly_once_under_faults_and_repeats() {
     on_each_database(|db| async move {
-        let sim = HubSpotSim::start(HubSpotSimConfig::default()).await.unwrap();
-        let app = spawn_app(&db, &hubspot_connection("hs", &sim.base_url(), &["contacts"], ""), &api_line()).await;
+        let (sim, app) = hubspot_app(&db).await;
         let client = reqwest::Client::new();
         let url = app.url("/v1/connections/hs/writes");
         sim.set_faults(storm());
@@ -137,30 +152,14 @@ async fn odoo_writes_create_exactly_once_under_faults() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_write_is_dead_lettered_with_the_crms_message_and_can_be_replayed() {
     let db = crmsyncd::testing::TestDatabase::sqlite().await;
-    let sim = HubSpotSim::start(HubSpotSimConfig::default()).await.unwrap();
-    let app = spawn_app(
-        &db,
-        &hubspot_connection("hs", &sim.base_url(), &["contacts"], ""),
-        &api_line(),
-    )
-    .await;
+    let (sim, app) = hubspot_app(&db).await;
     let client = reqwest::Client::new();
     let body =
         json!({"object": "contacts", "match": {"email": "bad@example.com"}, "properties": {"invalid_field": "x"}});
     let (status, answer) = post_write(&client, &app.url("/v1/connections/hs/writes"), "bad-1", &body).await;
     assert_eq!(status, 202);
     let id = answer["id"].as_i64().unwrap();
-    let get = || async {
-        client
-            .get(app.url(&format!("/v1/writes/{id}")))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap()
-            .json::<Value>()
-            .await
-            .unwrap()
-    };
+    let get = || get_write(&client, &app, id);
     wait_for("the write to be dead", Duration::from_secs(20), || async {
         get().await["status"] == "dead"
     })
@@ -200,13 +199,7 @@ async fn rejected_write_is_dead_lettered_with_the_crms_message_and_can_be_replay
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn api_rejects_missing_or_wrong_tokens_and_missing_keys() {
     let db = crmsyncd::testing::TestDatabase::sqlite().await;
-    let sim = HubSpotSim::start(HubSpotSimConfig::default()).await.unwrap();
-    let app = spawn_app(
-        &db,
-        &hubspot_connection("hs", &sim.base_url(), &["contacts"], ""),
-        &api_line(),
-    )
-    .await;
+    let (sim, app) = hubspot_app(&db).await;
     let client = reqwest::Client::new();
     let url = app.url("/v1/connections/hs/writes");
     let body = json!({"object": "contacts", "match": {"email": "a@b.c"}, "properties": {}});
