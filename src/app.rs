@@ -1,6 +1,7 @@
 //! The daemon as one value: `Application::build(config)` then `run_until_stopped(signal)`. Production and the
 //! tests take the same path; tests bind port 0 and read the real address back.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,10 +13,11 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::actors::{Supervisor, SupervisorArgs, SupervisorMsg};
+use crate::auth::CredentialVault;
 use crate::config::Config;
 use crate::http::{self, HttpState};
 use crate::metrics::Metrics;
-use crate::providers;
+use crate::providers::{self, BuildContext};
 use crate::ratelimit::RateGate;
 use crate::registry::{ConnectionEntry, Registry};
 use crate::store::Store;
@@ -55,10 +57,29 @@ impl Application {
         store.migrate().await.context("running database migrations")?;
         let metrics = Arc::new(Metrics::new());
         let registry = Arc::new(Registry::default());
+        let vault = config
+            .database
+            .credential_key()
+            .map(|key| CredentialVault::new(store.clone(), key));
+        // One gate per rate-limit group, shared by its connections: they draw from one account's quota.
+        let group_gates: HashMap<&str, Arc<RateGate>> = config
+            .rate_limit_groups
+            .iter()
+            .map(|g| (g.id.as_str(), Arc::new(RateGate::new(&g.limits))))
+            .collect();
         for connection in &config.connections {
-            let gate = Arc::new(RateGate::new(connection.rate_limit));
-            let provider = providers::build(connection, gate, metrics.clone())
-                .with_context(|| format!("building the client of connection {}", connection.id))?;
+            let gate = match connection.rate_limit_group.as_deref().and_then(|g| group_gates.get(g)) {
+                Some(shared) => shared.clone(),
+                None => Arc::new(RateGate::new(&connection.rate_limit)),
+            };
+            let provider = providers::build(BuildContext {
+                connection,
+                gate,
+                metrics: metrics.clone(),
+                public_url: config.http.public_url.as_ref(),
+                vault: vault.clone(),
+            })
+            .with_context(|| format!("building the client of connection {}", connection.id))?;
             registry.insert(Arc::new(ConnectionEntry::new(connection.clone(), provider)));
         }
         let listener = TcpListener::bind(config.http.listen)

@@ -56,8 +56,8 @@ impl Provider for SamePageForever {
         Err(WebhookError::Unauthorized("no webhooks"))
     }
 
-    fn interpret_event(&self, _: &serde_json::Value) -> EventAction {
-        EventAction::Ignore
+    fn interpret_event(&self, _: &serde_json::Value) -> Vec<EventAction> {
+        Vec::new()
     }
 }
 

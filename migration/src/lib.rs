@@ -9,6 +9,7 @@ mod m20261123_000002_create_change_counter;
 mod m20261123_000003_create_cursors;
 mod m20261123_000004_create_webhook_events;
 mod m20261123_000005_create_outbox;
+mod m20261201_000006_create_credentials;
 
 /// All migrations, oldest first.
 pub struct Migrator;
@@ -22,6 +23,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261123_000003_create_cursors::Migration),
             Box::new(m20261123_000004_create_webhook_events::Migration),
             Box::new(m20261123_000005_create_outbox::Migration),
+            Box::new(m20261201_000006_create_credentials::Migration),
         ]
     }
 }
@@ -40,6 +42,15 @@ mod tests {
         assert_eq!(names, sorted);
     }
 
+    const TABLES: [&str; 6] = [
+        "records",
+        "change_counter",
+        "cursors",
+        "webhook_events",
+        "outbox",
+        "credentials",
+    ];
+
     #[tokio::test]
     async fn migrations_go_up_down_and_up_again_on_sqlite() {
         // One connection: every connection to `sqlite::memory:` would otherwise be its own empty database.
@@ -49,11 +60,11 @@ mod tests {
 
         Migrator::up(&db, None).await.unwrap();
         let manager = SchemaManager::new(&db);
-        for table in ["records", "change_counter", "cursors", "webhook_events", "outbox"] {
+        for table in TABLES {
             assert!(manager.has_table(table).await.unwrap(), "{table} exists after up");
         }
         Migrator::down(&db, None).await.unwrap();
-        for table in ["records", "change_counter", "cursors", "webhook_events", "outbox"] {
+        for table in TABLES {
             assert!(!manager.has_table(table).await.unwrap(), "{table} is gone after down");
         }
         Migrator::up(&db, None).await.unwrap();

@@ -56,6 +56,8 @@ pub struct ConnectionRun {
     last_sweep: HashMap<String, chrono::DateTime<Utc>>,
     /// When each object's last complete pull pass started: the sync lag is measured from it.
     last_pass: HashMap<String, chrono::DateTime<Utc>>,
+    /// When the CRM's webhook subscriptions next need looking after (None: at the next cycle).
+    subscriptions_due: Option<chrono::DateTime<Utc>>,
 }
 
 impl Actor for ConnectionActor {
@@ -104,6 +106,7 @@ impl Actor for ConnectionActor {
             write_timer: None,
             last_sweep,
             last_pass,
+            subscriptions_due: None,
         })
     }
 
@@ -175,12 +178,19 @@ impl ConnectionRun {
 
     /// One full cycle.
     async fn cycle(&mut self) -> Result<(), SyncError> {
+        self.maintain_subscriptions().await?;
         let ctx = &self.ctx;
         ctx.take_inbox_flag();
         sync::process_inbox(ctx).await?;
         sync::drain_outbox(ctx).await?;
         for object in ctx.provider.objects().to_vec() {
             let pass = sync::pull_object(ctx, &object).await?;
+            if ctx.provider.has_delete_log() {
+                let n = sync::read_delete_log(ctx, &object, pass.started).await?;
+                if n > 0 {
+                    tracing::info!(connection = %ctx.connection, object, deleted = n, "The CRM's delete log named deleted records.");
+                }
+            }
             self.set_lag(&object, pass.started);
             self.last_pass.insert(object, pass.started);
         }
@@ -200,6 +210,27 @@ impl ConnectionRun {
             }
         }
         Ok(())
+    }
+
+    /// Renews the CRM's webhook subscriptions when due. Webhooks are only the fast path, so a failure here is
+    /// logged and tried again a minute later while the pull goes on; only refused credentials stop the cycle.
+    async fn maintain_subscriptions(&mut self) -> Result<(), SyncError> {
+        if self.subscriptions_due.is_some_and(|due| Utc::now() < due) {
+            return Ok(());
+        }
+        match self.ctx.provider.maintain_subscriptions().await {
+            Ok(next) => {
+                // None: nothing to maintain; look again in a day in case that changes.
+                self.subscriptions_due = Some(next.unwrap_or_else(|| Utc::now() + chrono::Duration::days(1)));
+                Ok(())
+            }
+            Err(e @ ProviderError::Auth(_)) => Err(e.into()),
+            Err(e) => {
+                tracing::warn!(connection = %self.ctx.connection, error = %e, "Could not renew webhook subscriptions; polling carries on and the renewal is retried in a minute.");
+                self.subscriptions_due = Some(Utc::now() + chrono::Duration::minutes(1));
+                Ok(())
+            }
+        }
     }
 
     /// Sets `crmsyncd_sync_lag_seconds` from the last complete pass, so it keeps growing while pulls fail.

@@ -7,7 +7,9 @@ use std::time::Duration;
 use serde::Deserialize;
 use url::Url;
 
-use super::{Problem, Unset, decode, duration};
+use super::ratelimit::Windows;
+use super::{Problem, RateLimits, Unset, decode, duration};
+use crate::providers::ProviderSettings;
 use crate::providers::hubspot::HubSpotConfig;
 use crate::providers::odoo::OdooConfig;
 
@@ -20,8 +22,11 @@ pub struct ConnectionConfig {
     pub base_url: Url,
     /// How often to poll for changes when no webhook says otherwise.
     pub poll_interval: Duration,
-    /// The connection's request budget: never more than `requests` in any window of `per`.
-    pub rate_limit: RateLimitConfig,
+    /// The connection's own request budget: never more than `requests` in any window of `per`, for every window.
+    /// Unused when the connection draws from a [`rate_limit_group`](Self::rate_limit_group).
+    pub rate_limit: RateLimits,
+    /// The `[[rate_limit_group]]` whose budget this connection shares with others on the same CRM account.
+    pub rate_limit_group: Option<String>,
     /// How far behind the cursor each pull re-reads, for rows a CRM commits late.
     pub overlap: Duration,
     /// Timeout for one whole request to the CRM.
@@ -33,15 +38,6 @@ pub struct ConnectionConfig {
     pub retry_backoff: BackoffConfig,
     /// The provider and its own settings.
     pub provider: ProviderConfig,
-}
-
-/// `rate_limit = { requests = 100, per = "10s" }`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RateLimitConfig {
-    pub requests: u32,
-    #[serde(with = "duration")]
-    pub per: Duration,
 }
 
 /// `retry_backoff = { min = "1s", max = "5m" }`.
@@ -63,27 +59,62 @@ impl Default for BackoffConfig {
     }
 }
 
-/// The CRM behind a connection, with its own keys.
-#[derive(Debug, Clone)]
-pub enum ProviderConfig {
-    Hubspot(HubSpotConfig),
-    Odoo(OdooConfig),
-}
-
-/// The CRM kind, for metrics labels and logs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ProviderKind {
-    HubSpot,
-    Odoo,
-}
-
-impl ProviderKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ProviderKind::HubSpot => "hubspot",
-            ProviderKind::Odoo => "odoo",
+/// Declares every CRM once: the config enum, the kind enum and the dispatch between them. Adding a CRM adds one
+/// line here; everything else about it lives in its own module (`providers/<crm>/`), behind [`ProviderSettings`].
+macro_rules! provider_table {
+    ($( $variant:ident($config:ty) = $name:literal, )+) => {
+        /// The CRM behind a connection, with its own keys.
+        #[derive(Debug, Clone)]
+        pub enum ProviderConfig {
+            $( $variant($config), )+
         }
-    }
+
+        /// The CRM kind, for metrics labels and logs.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum ProviderKind {
+            $( $variant, )+
+        }
+
+        impl ProviderKind {
+            /// Every CRM the daemon speaks.
+            pub const ALL: &'static [ProviderKind] = &[$( ProviderKind::$variant, )+];
+
+            /// The `provider = "..."` name.
+            pub fn as_str(self) -> &'static str {
+                match self {
+                    $( ProviderKind::$variant => $name, )+
+                }
+            }
+        }
+
+        impl ProviderConfig {
+            pub fn kind(&self) -> ProviderKind {
+                match self {
+                    $( ProviderConfig::$variant(_) => ProviderKind::$variant, )+
+                }
+            }
+
+            /// The provider's own settings, behind the trait every provider implements.
+            pub fn settings(&self) -> &dyn ProviderSettings {
+                match self {
+                    $( ProviderConfig::$variant(c) => c, )+
+                }
+            }
+
+            /// Decodes the provider's own keys of a `[[connection]]` table; None for an unknown name.
+            fn decode(name: &str, table: toml::Value, key: &str, unset: &[Unset]) -> Option<Result<Self, Vec<Problem>>> {
+                match name {
+                    $( $name => Some(decode::<$config>(table, key, unset).map(ProviderConfig::$variant)), )+
+                    _ => None,
+                }
+            }
+        }
+    };
+}
+
+provider_table! {
+    HubSpot(HubSpotConfig) = "hubspot",
+    Odoo(OdooConfig) = "odoo",
 }
 
 impl fmt::Display for ProviderKind {
@@ -92,52 +123,24 @@ impl fmt::Display for ProviderKind {
     }
 }
 
+/// `"hubspot", "odoo", ...` for error messages.
+fn provider_names() -> String {
+    ProviderKind::ALL
+        .iter()
+        .map(|k| format!("\"{}\"", k.as_str()))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 impl ProviderConfig {
-    pub fn kind(&self) -> ProviderKind {
-        match self {
-            ProviderConfig::Hubspot(_) => ProviderKind::HubSpot,
-            ProviderConfig::Odoo(_) => ProviderKind::Odoo,
-        }
-    }
-
-    /// Whether webhook verification signs the public URL (HubSpot v2/v3).
+    /// Whether the provider needs `http.public_url` (HubSpot v2/v3 sign it; Zoho subscribes with it).
     pub fn needs_public_url(&self) -> bool {
-        match self {
-            ProviderConfig::Hubspot(h) => h.webhook_secret.is_some() && h.signature_version.signs_uri(),
-            ProviderConfig::Odoo(_) => false,
-        }
+        self.settings().needs_public_url()
     }
 
-    /// The objects (HubSpot) or models (Odoo) this connection syncs.
+    /// The objects (HubSpot), models (Odoo) or modules (Zoho) this connection syncs.
     pub fn objects(&self) -> &[String] {
-        match self {
-            ProviderConfig::Hubspot(h) => &h.objects,
-            ProviderConfig::Odoo(o) => &o.models,
-        }
-    }
-
-    fn default_rate_limit(&self) -> RateLimitConfig {
-        match self {
-            // HubSpot's private-app limit on Free/Starter portals.
-            ProviderConfig::Hubspot(_) => RateLimitConfig {
-                requests: 100,
-                per: Duration::from_secs(10),
-            },
-            // Odoo documents none; stay polite to a shared server.
-            ProviderConfig::Odoo(_) => RateLimitConfig {
-                requests: 10,
-                per: Duration::from_secs(1),
-            },
-        }
-    }
-
-    fn default_overlap(&self) -> Duration {
-        match self {
-            // Covers HubSpot's search-index lag (seconds) with a wide margin.
-            ProviderConfig::Hubspot(_) => Duration::from_secs(60),
-            // write_date is the transaction's start: covers transactions up to this long.
-            ProviderConfig::Odoo(_) => Duration::from_secs(300),
-        }
+        self.settings().objects()
     }
 }
 
@@ -149,7 +152,9 @@ struct Common {
     base_url: Url,
     #[serde(default = "default_poll_interval", with = "duration")]
     poll_interval: Duration,
-    rate_limit: Option<RateLimitConfig>,
+    rate_limit: Option<Windows>,
+    max_concurrent_requests: Option<u32>,
+    rate_limit_group: Option<String>,
     #[serde(default, deserialize_with = "optional_duration")]
     overlap: Option<Duration>,
     #[serde(default = "default_request_timeout", with = "duration")]
@@ -166,6 +171,8 @@ const COMMON_KEYS: &[&str] = &[
     "base_url",
     "poll_interval",
     "rate_limit",
+    "max_concurrent_requests",
+    "rate_limit_group",
     "overlap",
     "request_timeout",
     "connect_timeout",
@@ -209,24 +216,33 @@ impl ConnectionConfig {
         let provider = match specific.remove("provider") {
             Some(toml::Value::String(name)) => {
                 let rest = toml::Value::Table(specific);
-                let decoded = match name.as_str() {
-                    "hubspot" => decode(rest, key, unset).map(ProviderConfig::Hubspot),
-                    "odoo" => decode(rest, key, unset).map(ProviderConfig::Odoo),
-                    other => Err(vec![Problem {
+                let decoded = ProviderConfig::decode(&name, rest, key, unset).unwrap_or_else(|| {
+                    Err(vec![Problem {
                         key: format!("{key}.provider"),
-                        message: format!("unknown provider {other:?}; expected \"hubspot\" or \"odoo\""),
-                    }]),
-                };
+                        message: format!("unknown provider {name:?}; expected one of {}", provider_names()),
+                    }])
+                });
                 decoded.map_err(|mut p| problems.append(&mut p)).ok()
             }
             Some(_) | None => {
                 problems.push(Problem {
                     key: format!("{key}.provider"),
-                    message: "is required (\"hubspot\" or \"odoo\")".into(),
+                    message: format!("is required (one of {})", provider_names()),
                 });
                 None
             }
         };
+        if let Some(provider) = &provider {
+            problems.extend(provider.settings().problems().into_iter().map(|p| {
+                let full = format!("{key}.{}", p.key);
+                // A key the provider misses because its `${VAR}` was unset: say so rather than "is required".
+                let message = match unset.iter().find(|u| u.key == full) {
+                    Some(u) => format!("environment variable {} is not set", u.var),
+                    None => p.message,
+                };
+                Problem { key: full, message }
+            }));
+        }
         let (Some(common), Some(provider)) = (common, provider) else {
             return Err(problems);
         };
@@ -243,19 +259,32 @@ impl ConnectionConfig {
                     .into(),
             });
         }
-        let rate_limit = common.rate_limit.unwrap_or_else(|| provider.default_rate_limit());
-        if rate_limit.requests == 0 {
-            problems.push(Problem {
-                key: format!("{key}.rate_limit.requests"),
-                message: "must be greater than 0".into(),
-            });
+        let settings = provider.settings();
+        if common.rate_limit_group.is_some() {
+            // The group is the account's budget; a second, per-connection one would only be confusing.
+            for (given, name) in [
+                (common.rate_limit.is_some(), "rate_limit"),
+                (common.max_concurrent_requests.is_some(), "max_concurrent_requests"),
+            ] {
+                if given {
+                    problems.push(Problem {
+                        key: format!("{key}.{name}"),
+                        message: "set it on the [[rate_limit_group]] this connection names, not here".into(),
+                    });
+                }
+            }
         }
-        if rate_limit.per.is_zero() {
-            problems.push(Problem {
-                key: format!("{key}.rate_limit.per"),
-                message: "must be longer than 0s".into(),
-            });
+        let mut rate_limit = match common.rate_limit {
+            Some(Windows(windows)) => RateLimits {
+                windows,
+                max_concurrent: None,
+            },
+            None => settings.default_rate_limit(),
+        };
+        if common.max_concurrent_requests.is_some() {
+            rate_limit.max_concurrent = common.max_concurrent_requests;
         }
+        problems.extend(rate_limit.problems(key));
         if common.retry_backoff.min.is_zero() || common.retry_backoff.min > common.retry_backoff.max {
             problems.push(Problem {
                 key: format!("{key}.retry_backoff"),
@@ -268,25 +297,23 @@ impl ConnectionConfig {
                 message: "must be longer than 0s".into(),
             });
         }
-        if provider.objects().is_empty() {
-            let name = match provider {
-                ProviderConfig::Hubspot(_) => "objects",
-                ProviderConfig::Odoo(_) => "models",
-            };
+        if settings.objects().is_empty() {
             problems.push(Problem {
-                key: format!("{key}.{name}"),
+                key: format!("{key}.{}", settings.objects_key()),
                 message: "must name at least one".into(),
             });
         }
+
         if !problems.is_empty() {
             return Err(problems);
         }
         Ok(ConnectionConfig {
-            overlap: common.overlap.unwrap_or_else(|| provider.default_overlap()),
+            overlap: common.overlap.unwrap_or_else(|| settings.default_overlap()),
             id: common.id,
             base_url: common.base_url,
             poll_interval: common.poll_interval,
             rate_limit,
+            rate_limit_group: common.rate_limit_group,
             request_timeout: common.request_timeout,
             connect_timeout: common.connect_timeout,
             retry_backoff: common.retry_backoff,

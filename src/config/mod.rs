@@ -4,6 +4,7 @@
 mod connection;
 pub mod duration;
 mod interpolate;
+mod ratelimit;
 mod secret;
 
 use std::collections::HashSet;
@@ -16,8 +17,9 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use url::Url;
 
-pub use connection::{BackoffConfig, ConnectionConfig, ProviderConfig, ProviderKind, RateLimitConfig};
+pub use connection::{BackoffConfig, ConnectionConfig, ProviderConfig, ProviderKind};
 pub use interpolate::Unset;
+pub use ratelimit::{RateLimitConfig, RateLimitGroup, RateLimits};
 pub use secret::Secret;
 
 /// Where `crmsyncd run` looks for its config unless told otherwise.
@@ -31,6 +33,8 @@ pub struct Config {
     pub http: HttpConfig,
     pub database: DatabaseConfig,
     pub supervisor: SupervisorConfig,
+    /// Budgets shared by several connections on one CRM account.
+    pub rate_limit_groups: Vec<RateLimitGroup>,
     pub connections: Vec<ConnectionConfig>,
 }
 
@@ -76,13 +80,26 @@ impl Default for HttpConfig {
 pub struct DatabaseConfig {
     /// `sqlite://path?mode=rwc` (the embedded default) or `postgres://user@host/db`.
     pub url: String,
+    /// The key that seals OAuth tokens stored in the database: 32 random bytes, base64 or hex. Required as soon
+    /// as a connection uses OAuth; keep it in the environment (`"${CRMSYNCD_CREDENTIALS_KEY}"`).
+    pub credentials_key: Option<Secret>,
 }
 
 impl Default for DatabaseConfig {
     fn default() -> Self {
         Self {
             url: "sqlite://data/crmsyncd.db?mode=rwc".to_string(),
+            credentials_key: None,
         }
+    }
+}
+
+impl DatabaseConfig {
+    /// The parsed credential key, if one is set and valid.
+    pub fn credential_key(&self) -> Option<crate::auth::CredentialKey> {
+        self.credentials_key
+            .as_ref()
+            .and_then(|k| crate::auth::CredentialKey::parse(k.expose()).ok())
     }
 }
 
@@ -190,6 +207,27 @@ impl Config {
         let http: HttpConfig = section(&mut table, "http", &unset, &mut problems).unwrap_or_default();
         let database: DatabaseConfig = section(&mut table, "database", &unset, &mut problems).unwrap_or_default();
         let supervisor: SupervisorConfig = section(&mut table, "supervisor", &unset, &mut problems).unwrap_or_default();
+        let mut rate_limit_groups = Vec::new();
+        match table.remove("rate_limit_group") {
+            None => {}
+            Some(toml::Value::Array(items)) => {
+                for (i, item) in items.into_iter().enumerate() {
+                    let key = format!("rate_limit_group[{i}]");
+                    match decode::<ratelimit::RawGroup>(item, &key, &unset) {
+                        Ok(raw) => {
+                            let group = RateLimitGroup::from(raw);
+                            problems.extend(group.limits.problems(&key));
+                            rate_limit_groups.push(group);
+                        }
+                        Err(mut p) => problems.append(&mut p),
+                    }
+                }
+            }
+            Some(_) => problems.push(Problem {
+                key: "rate_limit_group".into(),
+                message: "must be an array of tables: write each as [[rate_limit_group]]".into(),
+            }),
+        }
         let mut connections = Vec::new();
         match table.remove("connection") {
             None => {}
@@ -209,7 +247,9 @@ impl Config {
         for key in table.keys() {
             problems.push(Problem {
                 key: key.clone(),
-                message: "unknown key; expected one of `http`, `database`, `supervisor`, `connection`".into(),
+                message:
+                    "unknown key; expected one of `http`, `database`, `supervisor`, `rate_limit_group`, `connection`"
+                        .into(),
             });
         }
 
@@ -217,6 +257,7 @@ impl Config {
             http,
             database,
             supervisor,
+            rate_limit_groups,
             connections,
         };
         problems.extend(config.validate());
@@ -234,6 +275,25 @@ impl Config {
             problems.push(Problem {
                 key: "database.url".into(),
                 message: "must start with sqlite:// or postgres://".into(),
+            });
+        }
+        if let Some(key) = &self.database.credentials_key
+            && let Err(e) = crate::auth::CredentialKey::parse(key.expose())
+        {
+            problems.push(Problem {
+                key: "database.credentials_key".into(),
+                message: e.to_string(),
+            });
+        }
+        if self.database.credentials_key.is_none()
+            && let Some(c) = self.connections.iter().find(|c| c.provider.settings().uses_oauth())
+        {
+            problems.push(Problem {
+                key: "database.credentials_key".into(),
+                message: format!(
+                    "required: connection {:?} uses OAuth, and its rotated tokens are stored sealed with this key; set it to \"${{CRMSYNCD_CREDENTIALS_KEY}}\" and put 32 random bytes in that variable (`openssl rand -base64 32`)",
+                    c.id
+                ),
             });
         }
         if self.http.max_body_bytes == 0 {
@@ -254,8 +314,25 @@ impl Config {
                 message: "must not be greater than supervisor.max_backoff".into(),
             });
         }
+        let mut groups = HashSet::new();
+        for (i, g) in self.rate_limit_groups.iter().enumerate() {
+            if !groups.insert(g.id.as_str()) {
+                problems.push(Problem {
+                    key: format!("rate_limit_group[{i}].id"),
+                    message: format!("duplicate rate limit group {:?}", g.id),
+                });
+            }
+        }
         let mut seen = HashSet::new();
         for (i, c) in self.connections.iter().enumerate() {
+            if let Some(group) = &c.rate_limit_group
+                && !groups.contains(group.as_str())
+            {
+                problems.push(Problem {
+                    key: format!("connection[{i}].rate_limit_group"),
+                    message: format!("no [[rate_limit_group]] has id {group:?}"),
+                });
+            }
             if !seen.insert(c.id.as_str()) {
                 problems.push(Problem {
                     key: format!("connection[{i}].id"),

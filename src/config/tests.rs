@@ -60,8 +60,7 @@ fn issue_example_config_parses() {
     assert_eq!(config.connections.len(), 2);
     let hs = &config.connections[0];
     assert_eq!(hs.id, "hubspot-main");
-    assert_eq!(hs.rate_limit.requests, 100);
-    assert_eq!(hs.rate_limit.per, Duration::from_secs(10));
+    assert_eq!(hs.rate_limit, RateLimits::one(100, Duration::from_secs(10)));
     assert_eq!(hs.provider.objects(), ["contacts", "companies", "deals"]);
     let ProviderConfig::Odoo(odoo) = &config.connections[1].provider else {
         panic!("second connection is odoo")
@@ -179,6 +178,39 @@ fn invalid_configs_name_the_key() {
         ),
         (hs("").replace("provider = \"hubspot\"\n", ""), "connection[0].provider"),
         (format!("{}\n{}", hs(""), hs("")), "connection[1].id"),
+        (hs("rate_limit = []"), "connection[0].rate_limit"),
+        (
+            hs("rate_limit = [{ requests = 5, per = \"1s\" }, { requests = 0, per = \"1m\" }]"),
+            "connection[0].rate_limit[1].requests",
+        ),
+        (hs("max_concurrent_requests = 0"), "connection[0].max_concurrent_requests"),
+        (hs("rate_limit_group = \"nowhere\""), "connection[0].rate_limit_group"),
+        (
+            format!(
+                "[[rate_limit_group]]\nid = \"g\"\nrate_limit = {{ requests = 5, per = \"1s\" }}\n{}",
+                hs("rate_limit_group = \"g\"\nrate_limit = { requests = 1, per = \"1s\" }")
+            ),
+            "connection[0].rate_limit",
+        ),
+        (
+            "[[rate_limit_group]]\nid = \"g\"\nrate_limit = { requests = 0, per = \"1s\" }".into(),
+            "rate_limit_group[0].rate_limit.requests",
+        ),
+        (
+            "[[rate_limit_group]]\nid = \"g\"\nrate_limit = { requests = 1, per = \"1s\" }\n[[rate_limit_group]]\nid = \"g\"\nrate_limit = { requests = 1, per = \"1s\" }".into(),
+            "rate_limit_group[1].id",
+        ),
+        ("[[rate_limit_group]]\nid = \"g\"".into(), "rate_limit_group[0].rate_limit"),
+        ("rate_limit_group = 1".into(), "rate_limit_group"),
+        (
+            hs("").replace("access_token = \"t\"\n", "") + "oauth = { token_url = \"https://x/t\", client_id = \"c\", client_secret = \"s\", refresh_token = \"r\" }\n",
+            "database.credentials_key",
+        ),
+        (
+            hs("oauth = { token_url = \"https://x/t\", client_id = \"c\", client_secret = \"s\" }"),
+            "connection[0].oauth",
+        ),
+        ("[database]\ncredentials_key = \"too-short\"".into(), "database.credentials_key"),
     ];
     for (text, key) in cases {
         let found = problems(&text);
@@ -214,4 +246,63 @@ fn config_debug_output_hides_secrets() {
         !debug.contains("hs-secret-value") && !debug.contains("odoo-secret-value"),
         "{debug}"
     );
+}
+
+#[test]
+fn connections_in_a_rate_limit_group_share_its_budget() {
+    let text = r#"
+[[rate_limit_group]]
+id = "portal-1"
+rate_limit = [{ requests = 100, per = "10s" }, { requests = 250000, per = "24h" }]
+max_concurrent_requests = 4
+
+[[connection]]
+id = "a"
+provider = "hubspot"
+base_url = "https://api.hubapi.com"
+access_token = "t"
+objects = ["contacts"]
+rate_limit_group = "portal-1"
+
+[[connection]]
+id = "b"
+provider = "hubspot"
+base_url = "https://api.hubapi.com"
+access_token = "t"
+objects = ["companies"]
+rate_limit_group = "portal-1"
+"#;
+    let config = parse(text).unwrap();
+    assert_eq!(config.rate_limit_groups.len(), 1);
+    let group = &config.rate_limit_groups[0];
+    assert_eq!(group.limits.windows.len(), 2);
+    assert_eq!(group.limits.max_concurrent, Some(4));
+    assert!(
+        config
+            .connections
+            .iter()
+            .all(|c| c.rate_limit_group.as_deref() == Some("portal-1"))
+    );
+}
+
+#[test]
+fn an_oauth_connection_with_a_credentials_key_parses() {
+    let key = "A".repeat(43) + "=";
+    let text = format!(
+        r#"
+[database]
+credentials_key = "{key}"
+
+[[connection]]
+id = "hs-public"
+provider = "hubspot"
+base_url = "https://api.hubapi.com"
+objects = ["contacts"]
+oauth = {{ token_url = "https://api.hubapi.com/oauth/v1/token", client_id = "c", client_secret = "s", refresh_token = "r" }}
+"#
+    );
+    let config = parse(&text).unwrap();
+    assert!(config.database.credential_key().is_some());
+    assert!(config.connections[0].provider.settings().uses_oauth());
+    assert!(!format!("{config:?}").contains(&key), "the key never prints");
 }

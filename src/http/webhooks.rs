@@ -138,8 +138,11 @@ pub async fn handle(state: &HttpState, connection: &str, request: Request<Incomi
     } else {
         state.metrics.webhook(connection, WebhookOutcome::Duplicate);
     }
-    response::json(
-        StatusCode::OK,
-        &json!({"accepted": outcome.inserted, "duplicates": outcome.duplicates}),
-    )
+    match entry.provider.webhook_ack() {
+        Some(ack) => response::text(StatusCode::OK, ack.body, ack.content_type),
+        None => response::json(
+            StatusCode::OK,
+            &json!({"accepted": outcome.inserted, "duplicates": outcome.duplicates}),
+        ),
+    }
 }

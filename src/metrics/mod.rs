@@ -98,6 +98,7 @@ pub struct Metrics {
     webhooks: IntCounterVec,
     outbox_pending: IntGaugeVec,
     outbox_dead: IntGaugeVec,
+    oauth_refreshes: IntCounterVec,
     build_info: IntGaugeVec,
 }
 
@@ -205,6 +206,11 @@ impl Metrics {
             ),
             outbox_pending: gauge(OUTBOX_PENDING, "Writes waiting to be pushed.", &["connection"]),
             outbox_dead: gauge(OUTBOX_DEAD, "Writes that failed permanently.", &["connection"]),
+            oauth_refreshes: counter(
+                OAUTH_REFRESHES_TOTAL,
+                "OAuth2 access-token refreshes, by outcome (ok, rejected: the CRM refused the grant, error).",
+                &["connection", "outcome"],
+            ),
             build_info: gauge(
                 BUILD_INFO,
                 "Always 1; the version label says which build runs.",
@@ -226,6 +232,10 @@ impl Metrics {
         self.actor_restarts.with_label_values(&[connection]).inc_by(0);
         self.outbox_pending.with_label_values(&[connection]).set(0);
         self.outbox_dead.with_label_values(&[connection]).set(0);
+        // One series, so an alert on refused grants has something to compare with before the first refusal.
+        self.oauth_refreshes
+            .with_label_values(&[connection, "rejected"])
+            .inc_by(0);
         for reason in ["rate_limited", "transient"] {
             self.retries.with_label_values(&[connection, reason]).inc_by(0);
         }
@@ -288,6 +298,11 @@ impl Metrics {
 
     pub fn webhook(&self, connection: &str, outcome: WebhookOutcome) {
         self.webhooks.with_label_values(&[connection, outcome.as_str()]).inc();
+    }
+
+    /// One OAuth token refresh: `outcome` is "ok", "rejected" (the CRM refused the grant) or "error".
+    pub fn oauth_refresh(&self, connection: &str, outcome: &str) {
+        self.oauth_refreshes.with_label_values(&[connection, outcome]).inc();
     }
 
     pub fn set_outbox(&self, connection: &str, pending: u64, dead: u64) {

@@ -12,6 +12,7 @@ pub const CONNECTION_STATE: &str = "crmsyncd_connection_state";
 pub const WEBHOOKS_TOTAL: &str = "crmsyncd_webhooks_total";
 pub const OUTBOX_PENDING: &str = "crmsyncd_outbox_pending";
 pub const OUTBOX_DEAD: &str = "crmsyncd_outbox_dead";
+pub const OAUTH_REFRESHES_TOTAL: &str = "crmsyncd_oauth_refreshes_total";
 pub const BUILD_INFO: &str = "crmsyncd_build_info";
 
 /// Every family above, for the test that checks dashboards and alerts against what is exported.
@@ -28,5 +29,6 @@ pub const ALL: &[&str] = &[
     WEBHOOKS_TOTAL,
     OUTBOX_PENDING,
     OUTBOX_DEAD,
+    OAUTH_REFRESHES_TOTAL,
     BUILD_INFO,
 ];

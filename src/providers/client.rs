@@ -1,5 +1,6 @@
 //! The one way a provider talks HTTP to its CRM: through the connection's rate gate, with timeouts, metrics and a
-//! classification of every failure.
+//! classification of every failure. What differs between CRMs (quota headers, odd status codes) is a
+//! [`ResponsePolicy`]; how a request proves who sends it is a [`Credential`].
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -8,7 +9,8 @@ use bytes::Bytes;
 use http::{HeaderMap, StatusCode};
 
 use super::ProviderError;
-use crate::config::{ConnectionConfig, ProviderKind};
+use crate::auth::Credential;
+use crate::config::{ConnectionConfig, ProviderKind, Secret};
 use crate::metrics::Metrics;
 use crate::ratelimit::RateGate;
 
@@ -33,18 +35,59 @@ impl CrmResponse {
     }
 }
 
+/// What one CRM's answers say beyond their status: quota headers, and statuses that mean something else there.
+pub trait ResponsePolicy: Send + Sync + 'static {
+    /// After a 2xx: how long to hold the gate because the CRM's quota headers say its budget is spent (another
+    /// client shares it). None: go on.
+    fn pause_after_success(&self, _headers: &HeaderMap) -> Option<Duration> {
+        None
+    }
+
+    /// After a 429 without `Retry-After`: how long the CRM's own headers say to wait.
+    fn throttle_wait(&self, _headers: &HeaderMap) -> Option<Duration> {
+        None
+    }
+
+    /// A classification of a non-2xx answer that overrides the default one (Salesforce's 403
+    /// `REQUEST_LIMIT_EXCEEDED` is a rate limit, not an auth failure). A `RateLimited` answer pauses the gate.
+    fn classify(&self, _status: StatusCode, _headers: &HeaderMap, _body: &[u8]) -> Option<ProviderError> {
+        None
+    }
+}
+
+/// A policy that reads nothing beyond the status and `Retry-After`.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlainPolicy;
+
+impl ResponsePolicy for PlainPolicy {}
+
 /// A connection's HTTP client.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct CrmClient {
     http: reqwest::Client,
     gate: Arc<RateGate>,
     metrics: Arc<Metrics>,
+    policy: Arc<dyn ResponsePolicy>,
     connection: String,
     provider: ProviderKind,
 }
 
+impl std::fmt::Debug for CrmClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CrmClient")
+            .field("connection", &self.connection)
+            .field("provider", &self.provider)
+            .finish_non_exhaustive()
+    }
+}
+
 impl CrmClient {
-    pub fn new(config: &ConnectionConfig, gate: Arc<RateGate>, metrics: Arc<Metrics>) -> Result<Self, reqwest::Error> {
+    pub fn new(
+        config: &ConnectionConfig,
+        gate: Arc<RateGate>,
+        metrics: Arc<Metrics>,
+        policy: Arc<dyn ResponsePolicy>,
+    ) -> Result<Self, reqwest::Error> {
         let http = reqwest::Client::builder()
             .connect_timeout(config.connect_timeout)
             .timeout(config.request_timeout)
@@ -56,6 +99,7 @@ impl CrmClient {
             http,
             gate,
             metrics,
+            policy,
             connection: config.id.clone(),
             provider: config.provider.kind(),
         })
@@ -65,12 +109,53 @@ impl CrmClient {
         &self.http
     }
 
+    /// The connection id, for log lines.
+    pub fn connection(&self) -> &str {
+        &self.connection
+    }
+
+    pub fn metrics(&self) -> &Metrics {
+        &self.metrics
+    }
+
+    /// Sends a request that `build` makes with the credential's current token. When the CRM refuses the token
+    /// and the credential can be refreshed (OAuth), refreshes it once and sends again; a second refusal, or a
+    /// refresh the CRM refuses, is an auth failure.
+    pub async fn send_authorized<F>(
+        &self,
+        operation: &str,
+        credential: &Credential,
+        build: F,
+    ) -> Result<CrmResponse, ProviderError>
+    where
+        F: Fn(&reqwest::Client, &Secret) -> reqwest::RequestBuilder,
+    {
+        let token = credential.token(self).await?;
+        match self.send(operation, build(&self.http, &token)).await {
+            Err(ProviderError::Auth(message)) if credential.is_refreshable() => {
+                tracing::info!(connection = %self.connection, operation, "The CRM refused the access token; refreshing it once.");
+                credential.rejected(&token).await;
+                let fresh = credential.token(self).await?;
+                self.send(operation, build(&self.http, &fresh))
+                    .await
+                    .map_err(|e| match e {
+                        ProviderError::Auth(again) => {
+                            ProviderError::Auth(format!("{again} (also before the token refresh: {message})"))
+                        }
+                        other => other,
+                    })
+            }
+            other => other,
+        }
+    }
+
     /// Sends `request` through the rate gate. Returns the answer when it is 2xx; otherwise the classified error
-    /// (401/403 auth, 429 rate limited — which also pauses the gate —, 5xx transient, other 4xx permanent with
-    /// the CRM's message). `X-HubSpot-RateLimit-Remaining: 0` pauses the gate for the interval it names.
+    /// (the policy's classification first; then 401/403 auth, 429 rate limited — which also pauses the gate —,
+    /// 5xx transient, other 4xx permanent with the CRM's message). After a 2xx the policy may pause the gate
+    /// because the CRM's quota headers say the budget is spent.
     pub async fn send(&self, operation: &str, request: reqwest::RequestBuilder) -> Result<CrmResponse, ProviderError> {
-        let waited = self.gate.acquire().await;
-        self.metrics.rate_limit_waited(&self.connection, waited);
+        let permit = self.gate.acquire().await;
+        self.metrics.rate_limit_waited(&self.connection, permit.waited);
         let started = Instant::now();
         let result = request.send().await;
         let provider = self.provider.as_str();
@@ -93,20 +178,28 @@ impl CrmClient {
             status.as_str(),
             started.elapsed(),
         );
+        drop(permit);
         let body = body.map_err(|e| ProviderError::Transient(describe_transport_error(&e)))?;
 
         if status.is_success() {
-            self.observe_quota_headers(&headers);
+            if let Some(pause) = self.policy.pause_after_success(&headers) {
+                self.gate.pause_for(pause.min(MAX_THROTTLE_WAIT));
+            }
             return Ok(CrmResponse { status, headers, body });
+        }
+        if let Some(error) = self.policy.classify(status, &headers, &body) {
+            if let ProviderError::RateLimited { wait } = &error {
+                self.metrics.throttled(&self.connection);
+                self.gate.pause_for((*wait).min(MAX_THROTTLE_WAIT));
+            }
+            return Err(error);
         }
         let message = error_message(&body);
         Err(match status {
             StatusCode::TOO_MANY_REQUESTS => {
-                // The CRM's own Retry-After is the precise wait; the quota interval is only a fallback.
+                // The CRM's own Retry-After is the precise wait; its quota headers are only a fallback.
                 let wait = retry_after(&headers)
-                    .or_else(|| {
-                        header_number(&headers, "x-hubspot-ratelimit-interval-milliseconds").map(Duration::from_millis)
-                    })
+                    .or_else(|| self.policy.throttle_wait(&headers))
                     .unwrap_or(DEFAULT_THROTTLE_WAIT)
                     .min(MAX_THROTTLE_WAIT);
                 self.metrics.throttled(&self.connection);
@@ -120,20 +213,10 @@ impl CrmClient {
             s => ProviderError::Permanent(format!("{s}: {message}")),
         })
     }
-
-    /// A success that spent the CRM's last request of its window (another client shares the token): hold back
-    /// for one request's share of the window, so the next request is unlikely to meet a 429.
-    fn observe_quota_headers(&self, headers: &HeaderMap) {
-        if header_number(headers, "x-hubspot-ratelimit-remaining") == Some(0) {
-            let interval = header_number(headers, "x-hubspot-ratelimit-interval-milliseconds").unwrap_or(10_000);
-            let max = header_number(headers, "x-hubspot-ratelimit-max").unwrap_or(1).max(1);
-            self.gate
-                .pause_for(Duration::from_millis(interval / max).min(MAX_THROTTLE_WAIT));
-        }
-    }
 }
 
-fn header_number(headers: &HeaderMap, name: &str) -> Option<u64> {
+/// A header's value as an unsigned number.
+pub fn header_number(headers: &HeaderMap, name: &str) -> Option<u64> {
     headers.get(name)?.to_str().ok()?.trim().parse().ok()
 }
 
@@ -145,7 +228,7 @@ pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 }
 
 /// The CRM's own error message from a JSON error body (`message`, `error.message`), else the start of the body.
-fn error_message(body: &[u8]) -> String {
+pub fn error_message(body: &[u8]) -> String {
     if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
         for path in [&["message"][..], &["error", "data", "message"], &["error", "message"]] {
             let mut cur = &v;
@@ -233,8 +316,14 @@ mod tests {
         )
         .unwrap();
         let connection = &config.connections[0];
-        let gate = Arc::new(RateGate::new(connection.rate_limit));
-        let client = CrmClient::new(connection, gate.clone(), Arc::new(Metrics::new())).unwrap();
+        let gate = Arc::new(RateGate::new(&connection.rate_limit));
+        let client = CrmClient::new(
+            connection,
+            gate.clone(),
+            Arc::new(Metrics::new()),
+            Arc::new(crate::providers::hubspot::QuotaHeaders),
+        )
+        .unwrap();
         assert!(gate.pause_remaining().is_none());
         client
             .send("search", client.http().get(running.base_url()))

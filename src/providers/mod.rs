@@ -15,10 +15,11 @@ use chrono::{DateTime, Utc};
 use http::{HeaderMap, Method};
 use url::Url;
 
-pub use client::{CrmClient, CrmResponse};
+pub use client::{CrmClient, CrmResponse, ResponsePolicy};
 pub use error::{ProviderError, WebhookError};
 
-use crate::config::{ConnectionConfig, ProviderConfig, ProviderKind};
+use crate::auth::CredentialVault;
+use crate::config::{ConnectionConfig, Problem, ProviderKind, RateLimits};
 use crate::metrics::Metrics;
 use crate::model::RemoteRecord;
 use crate::ratelimit::RateGate;
@@ -68,8 +69,6 @@ pub enum EventAction {
         ids: Vec<String>,
         at: Option<DateTime<Utc>>,
     },
-    /// Nothing to do (an object this connection does not sync, an event kind it does not use).
-    Ignore,
 }
 
 /// A write to push to the CRM, from the outbox.
@@ -80,6 +79,23 @@ pub struct PushRequest {
     pub match_key: Option<String>,
     pub match_value: Option<String>,
     pub properties: serde_json::Value,
+}
+
+/// What the CRM's delete log says about an object since some time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deletions {
+    /// Records deleted since then, each with the time of its deletion.
+    Since(Vec<(String, DateTime<Utc>)>),
+    /// The CRM no longer keeps deletions that far back (Salesforce's `earliestDateAvailable` is later): only a
+    /// comparison of every id can find them.
+    TooOld,
+}
+
+/// The answer to a verified, stored webhook, for a CRM that expects a particular one (Salesforce's SOAP ack).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WebhookAck {
+    pub content_type: &'static str,
+    pub body: Bytes,
 }
 
 /// A CRM.
@@ -111,6 +127,23 @@ pub trait Provider: Send + Sync + 'static {
         Err(ProviderError::Permanent("this CRM does not list ids".into()))
     }
 
+    /// Whether the CRM keeps a log of deletions ([`Provider::deleted_since`]); read after every pull pass.
+    fn has_delete_log(&self) -> bool {
+        false
+    }
+
+    /// Records of `object` deleted at or after `since`, from the CRM's delete log (Zoho's `/deleted`,
+    /// Salesforce's `getDeleted`).
+    async fn deleted_since(&self, _object: &str, _since: DateTime<Utc>) -> Result<Deletions, ProviderError> {
+        Err(ProviderError::Permanent("this CRM keeps no delete log".into()))
+    }
+
+    /// Keeps the CRM's webhook subscriptions alive (Zoho's notification channels expire); called on every cycle.
+    /// Returns when it next needs to run, or None when the CRM has nothing to maintain.
+    async fn maintain_subscriptions(&self) -> Result<Option<DateTime<Utc>>, ProviderError> {
+        Ok(None)
+    }
+
     /// Applies one write idempotently; returns the CRM's id of the record written.
     async fn push(&self, write: &PushRequest) -> Result<String, ProviderError>;
 
@@ -118,19 +151,81 @@ pub trait Provider: Send + Sync + 'static {
     /// no I/O: nothing is stored unless this returns Ok.
     fn verify_webhook(&self, request: &WebhookRequest<'_>) -> Result<Vec<NewWebhookEvent>, WebhookError>;
 
-    /// What a stored event asks for.
-    fn interpret_event(&self, event: &serde_json::Value) -> EventAction;
+    /// What a stored event asks for: usually one action; a merge, say, deletes one record and reads another.
+    fn interpret_event(&self, event: &serde_json::Value) -> Vec<EventAction>;
+
+    /// The body of the 200 that acknowledges a stored webhook, when the CRM expects a particular one. None: the
+    /// default JSON answer.
+    fn webhook_ack(&self) -> Option<WebhookAck> {
+        None
+    }
 }
 
-/// Builds the provider for `config`, with its client behind `gate`.
-pub fn build(
-    config: &ConnectionConfig,
-    gate: Arc<RateGate>,
-    metrics: Arc<Metrics>,
-) -> anyhow::Result<Arc<dyn Provider>> {
-    let client = CrmClient::new(config, gate, metrics)?;
-    Ok(match &config.provider {
-        ProviderConfig::Hubspot(h) => Arc::new(hubspot::HubSpot::new(config, h.clone(), client)),
-        ProviderConfig::Odoo(o) => Arc::new(odoo::Odoo::new(config, o.clone(), client)),
-    })
+/// What a provider is built from.
+pub struct BuildContext<'a> {
+    pub connection: &'a ConnectionConfig,
+    /// The connection's rate gate (its own, or its group's).
+    pub gate: Arc<RateGate>,
+    pub metrics: Arc<Metrics>,
+    /// `http.public_url`: HubSpot signs it, Zoho subscribes with it.
+    pub public_url: Option<&'a Url>,
+    /// Where OAuth connections keep rotated tokens (encrypted); None when no key is configured.
+    pub vault: Option<CredentialVault>,
+}
+
+impl BuildContext<'_> {
+    /// A client for the connection, behind its gate, reading quota headers with `policy`.
+    pub fn client(&self, policy: Arc<dyn ResponsePolicy>) -> anyhow::Result<CrmClient> {
+        Ok(CrmClient::new(
+            self.connection,
+            self.gate.clone(),
+            self.metrics.clone(),
+            policy,
+        )?)
+    }
+
+    /// `{public_url}/webhooks/{id}`: where the CRM delivers this connection's webhooks.
+    pub fn webhook_url(&self) -> Option<String> {
+        self.public_url
+            .map(|u| format!("{}/webhooks/{}", u.as_str().trim_end_matches('/'), self.connection.id))
+    }
+}
+
+/// A CRM's config struct: what the shared config code needs to know about it, and how to build its provider.
+/// Each `providers/<crm>/config.rs` implements it; `config::connection` lists the CRMs.
+pub trait ProviderSettings: Send + Sync {
+    /// The key that lists what to sync (`objects`, `models`, `modules`), for error messages.
+    fn objects_key(&self) -> &'static str;
+
+    /// What this connection syncs.
+    fn objects(&self) -> &[String];
+
+    /// The budget when the connection sets no `rate_limit`: the CRM's documented limit.
+    fn default_rate_limit(&self) -> RateLimits;
+
+    /// How far behind its cursor each pull re-reads, when `overlap` is not set.
+    fn default_overlap(&self) -> Duration;
+
+    /// Whether the provider needs `http.public_url`.
+    fn needs_public_url(&self) -> bool {
+        false
+    }
+
+    /// Whether the connection authenticates with OAuth2 (and so needs the credential key to keep tokens).
+    fn uses_oauth(&self) -> bool {
+        false
+    }
+
+    /// Problems that span the provider's own keys; each key is relative to the connection (`webhook_token`).
+    fn problems(&self) -> Vec<Problem> {
+        Vec::new()
+    }
+
+    /// Builds the provider.
+    fn build(&self, ctx: BuildContext<'_>) -> anyhow::Result<Arc<dyn Provider>>;
+}
+
+/// Builds the provider of a connection.
+pub fn build(ctx: BuildContext<'_>) -> anyhow::Result<Arc<dyn Provider>> {
+    ctx.connection.provider.settings().build(ctx)
 }

@@ -7,6 +7,7 @@
 //! under the busy timeout.
 
 mod connect;
+mod credentials;
 mod cursors;
 mod error;
 mod hash;

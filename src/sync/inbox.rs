@@ -19,7 +19,9 @@ struct Group {
 }
 
 /// Applies every received event of the connection. Events of one round are grouped per object, so a burst of
-/// webhooks for many records becomes one batch read per object.
+/// webhooks for many records becomes one batch read per object. An event may ask for several things (a merge
+/// deletes one record and reads another); it is marked processed only once all of them are done, and a round that
+/// fails part-way is repeated whole, which is harmless: reads and deletes are idempotent.
 pub async fn process_inbox(ctx: &SyncContext) -> Result<usize, SyncError> {
     let mut total = 0;
     loop {
@@ -31,17 +33,21 @@ pub async fn process_inbox(ctx: &SyncContext) -> Result<usize, SyncError> {
         let mut delete: BTreeMap<(String, Option<DateTime<Utc>>), Group> = BTreeMap::new();
         let mut ignored = Vec::new();
         for event in &events {
-            let (group, ids) = match ctx.provider.interpret_event(&event.body) {
-                EventAction::Fetch { object, ids } => (fetch.entry(object).or_default(), ids),
-                EventAction::Delete { object, ids, at } => (delete.entry((object, at)).or_default(), ids),
-                EventAction::Ignore => {
-                    ignored.push(event.id);
-                    continue;
-                }
-            };
-            group.ids.extend(ids);
-            group.events.push(event.id);
+            let actions = ctx.provider.interpret_event(&event.body);
+            if actions.is_empty() {
+                ignored.push(event.id);
+            }
+            for action in actions {
+                let (group, ids) = match action {
+                    EventAction::Fetch { object, ids } => (fetch.entry(object).or_default(), ids),
+                    EventAction::Delete { object, ids, at } => (delete.entry((object, at)).or_default(), ids),
+                };
+                group.ids.extend(ids);
+                group.events.push(event.id);
+            }
         }
+        // Events the CRM will never answer for, with why.
+        let mut failed: BTreeMap<i64, String> = BTreeMap::new();
         for (object, mut group) in fetch {
             group.ids.sort();
             group.ids.dedup();
@@ -50,8 +56,10 @@ pub async fn process_inbox(ctx: &SyncContext) -> Result<usize, SyncError> {
             let fetched = match ctx.provider.fetch(&object, &group.ids).await {
                 Ok(f) => f,
                 Err(ProviderError::Permanent(message)) => {
-                    // The CRM will never answer these: record why and move on rather than block the inbox.
-                    ctx.store.finish_webhook_events(&group.events, Err(message)).await?;
+                    // Record why and move on rather than block the inbox.
+                    for id in group.events {
+                        failed.insert(id, message.clone());
+                    }
                     continue;
                 }
                 Err(e) => return Err(e.into()),
@@ -71,12 +79,19 @@ pub async fn process_inbox(ctx: &SyncContext) -> Result<usize, SyncError> {
                     .mark_deleted(&ctx.connection, &object, &fetched.missing, asked_at)
                     .await?;
             }
-            ctx.store.finish_webhook_events(&group.events, Ok(())).await?;
         }
         for ((object, at), group) in delete {
             let at = at.unwrap_or_else(Utc::now);
             ctx.store.mark_deleted(&ctx.connection, &object, &group.ids, at).await?;
-            ctx.store.finish_webhook_events(&group.events, Ok(())).await?;
+        }
+        let done: Vec<i64> = events
+            .iter()
+            .map(|e| e.id)
+            .filter(|id| !failed.contains_key(id) && !ignored.contains(id))
+            .collect();
+        ctx.store.finish_webhook_events(&done, Ok(())).await?;
+        for (id, message) in failed {
+            ctx.store.finish_webhook_events(&[id], Err(message)).await?;
         }
         if !ignored.is_empty() {
             ctx.store

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use inbox::process_inbox;
 pub use outbox::drain_outbox;
-pub use pull::{Pass, pull_object, sweep_deletes};
+pub use pull::{Pass, pull_object, read_delete_log, sweep_deletes};
 
 use crate::backoff::Backoff;
 use crate::metrics::Metrics;

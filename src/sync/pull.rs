@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 
 use super::{SyncContext, SyncError, process_inbox};
 use crate::metrics::Direction;
-use crate::providers::ProviderError;
+use crate::providers::{Deletions, ProviderError};
 
 /// What a complete pass did.
 #[derive(Debug, Clone, Copy)]
@@ -83,5 +83,39 @@ pub async fn sweep_deletes(ctx: &SyncContext, object: &str) -> Result<usize, Syn
             .await?
     };
     ctx.store.swept(&ctx.connection, object, Utc::now()).await?;
+    Ok(n)
+}
+
+/// Reads the CRM's delete log for `object` from where the last read began (less the overlap), or from the start
+/// of the pass that just completed when there was none, and marks what it names deleted, each at its own time.
+/// When the CRM no longer keeps deletions that far back, compares every id instead. Returns how many records
+/// were newly marked deleted.
+pub async fn read_delete_log(ctx: &SyncContext, object: &str, pass_started: DateTime<Utc>) -> Result<usize, SyncError> {
+    let overlap = chrono::Duration::from_std(ctx.overlap).unwrap_or_default();
+    let last_read = ctx
+        .store
+        .cursor_row(&ctx.connection, object)
+        .await?
+        .and_then(|row| row.swept_at);
+    let since = last_read.unwrap_or(pass_started) - overlap;
+    let asked_at = Utc::now();
+    let n = match ctx.provider.deleted_since(object, since).await? {
+        Deletions::Since(deleted) => {
+            let mut by_time: std::collections::BTreeMap<DateTime<Utc>, Vec<String>> = Default::default();
+            for (id, at) in deleted {
+                by_time.entry(at).or_default().push(id);
+            }
+            let mut n = 0;
+            for (at, ids) in by_time {
+                n += ctx.store.mark_deleted(&ctx.connection, object, &ids, at).await?;
+            }
+            n
+        }
+        Deletions::TooOld => {
+            tracing::warn!(connection = %ctx.connection, object, %since, "The CRM's delete log does not reach back that far; comparing every id instead.");
+            sweep_deletes(ctx, object).await?
+        }
+    };
+    ctx.store.swept(&ctx.connection, object, asked_at).await?;
     Ok(n)
 }

@@ -1,18 +1,24 @@
 //! HubSpot's own connection keys.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{Secret, duration};
+use crate::auth::{Credential, OAuthConfig, OAuthSession};
+use crate::config::{Problem, RateLimits, Secret, duration};
+use crate::providers::{BuildContext, Provider, ProviderSettings};
 
 /// `provider = "hubspot"`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HubSpotConfig {
-    /// Private-app access token (sent as `Authorization: Bearer`).
-    pub access_token: Secret,
+    /// Private-app access token (sent as `Authorization: Bearer`). Set this or `oauth`.
+    pub access_token: Option<Secret>,
+    /// A public app's OAuth2 grant (`token_url = "https://api.hubapi.com/oauth/v1/token"`): access tokens last
+    /// 30 minutes and are refreshed before they expire. Set this or `access_token`.
+    pub oauth: Option<OAuthConfig>,
     /// The app's client secret, which signs webhooks. Webhooks are refused while it is unset.
     pub webhook_secret: Option<Secret>,
     /// Objects to sync: "contacts", "companies", "deals", ...
@@ -30,6 +36,67 @@ pub struct HubSpotConfig {
     /// here use a default list for the standard objects and HubSpot's own defaults for the rest.
     #[serde(default)]
     pub properties: HashMap<String, Vec<String>>,
+}
+
+impl ProviderSettings for HubSpotConfig {
+    fn objects_key(&self) -> &'static str {
+        "objects"
+    }
+
+    fn objects(&self) -> &[String] {
+        &self.objects
+    }
+
+    /// HubSpot's private-app limit on Free/Starter portals.
+    fn default_rate_limit(&self) -> RateLimits {
+        RateLimits::one(100, Duration::from_secs(10))
+    }
+
+    /// Covers HubSpot's search-index lag (seconds) with a wide margin.
+    fn default_overlap(&self) -> Duration {
+        Duration::from_secs(60)
+    }
+
+    fn needs_public_url(&self) -> bool {
+        self.webhook_secret.is_some() && self.signature_version.signs_uri()
+    }
+
+    fn uses_oauth(&self) -> bool {
+        self.oauth.is_some()
+    }
+
+    fn problems(&self) -> Vec<Problem> {
+        match (&self.access_token, &self.oauth) {
+            (Some(_), None) | (None, Some(_)) => Vec::new(),
+            (None, None) => vec![Problem {
+                key: "access_token".into(),
+                message: "is required (a private app's token), unless `oauth` is set (a public app)".into(),
+            }],
+            (Some(_), Some(_)) => vec![Problem {
+                key: "oauth".into(),
+                message: "set either access_token (a private app) or oauth (a public app), not both".into(),
+            }],
+        }
+    }
+
+    fn build(&self, ctx: BuildContext<'_>) -> anyhow::Result<Arc<dyn Provider>> {
+        let credential = match (&self.access_token, &self.oauth) {
+            (_, Some(oauth)) => Credential::OAuth(Arc::new(OAuthSession::new(
+                &ctx.connection.id,
+                oauth.clone(),
+                ctx.vault.clone(),
+            ))),
+            (Some(token), None) => Credential::Static(token.clone()),
+            (None, None) => anyhow::bail!("connection {}: no access_token and no oauth", ctx.connection.id),
+        };
+        let client = ctx.client(Arc::new(super::QuotaHeaders))?;
+        Ok(Arc::new(super::HubSpot::new(
+            ctx.connection,
+            self.clone(),
+            client,
+            credential,
+        )))
+    }
 }
 
 impl HubSpotConfig {

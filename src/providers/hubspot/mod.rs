@@ -6,6 +6,7 @@ pub mod search;
 pub mod webhook;
 
 use std::collections::HashSet;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -15,10 +16,12 @@ use serde_json::{Value, json};
 pub use config::{HubSpotConfig, SignatureVersion};
 use search::SearchState;
 
+use super::client::header_number;
 use super::{
-    CrmClient, EventAction, Fetched, Page, PageToken, Provider, ProviderError, PushRequest, WebhookError,
-    WebhookRequest,
+    CrmClient, EventAction, Fetched, Page, PageToken, Provider, ProviderError, PushRequest, ResponsePolicy,
+    WebhookError, WebhookRequest,
 };
+use crate::auth::Credential;
 use crate::config::{ConnectionConfig, ProviderKind};
 use crate::model::RemoteRecord;
 use crate::store::NewWebhookEvent;
@@ -31,14 +34,43 @@ pub struct HubSpot {
     config: HubSpotConfig,
     base: String,
     client: CrmClient,
+    credential: Credential,
+}
+
+/// HubSpot's quota headers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct QuotaHeaders;
+
+impl ResponsePolicy for QuotaHeaders {
+    /// A success that spent the last request of the window (another client shares the token): hold back for one
+    /// request's share of the window, so the next request is unlikely to meet a 429.
+    fn pause_after_success(&self, headers: &http::HeaderMap) -> Option<Duration> {
+        if header_number(headers, "x-hubspot-ratelimit-remaining") != Some(0) {
+            return None;
+        }
+        let interval = header_number(headers, "x-hubspot-ratelimit-interval-milliseconds").unwrap_or(10_000);
+        let max = header_number(headers, "x-hubspot-ratelimit-max").unwrap_or(1).max(1);
+        Some(Duration::from_millis(interval / max))
+    }
+
+    /// A 429 without Retry-After: the window's length.
+    fn throttle_wait(&self, headers: &http::HeaderMap) -> Option<Duration> {
+        header_number(headers, "x-hubspot-ratelimit-interval-milliseconds").map(Duration::from_millis)
+    }
 }
 
 impl HubSpot {
-    pub fn new(connection: &ConnectionConfig, config: HubSpotConfig, client: CrmClient) -> Self {
+    pub fn new(
+        connection: &ConnectionConfig,
+        config: HubSpotConfig,
+        client: CrmClient,
+        credential: Credential,
+    ) -> Self {
         Self {
             config,
             base: connection.base_url.as_str().trim_end_matches('/').to_string(),
             client,
+            credential,
         }
     }
 
@@ -47,13 +79,11 @@ impl HubSpot {
     }
 
     async fn post(&self, operation: &str, url: String, body: &Value) -> Result<super::CrmResponse, ProviderError> {
-        let request = self
-            .client
-            .http()
-            .post(url)
-            .bearer_auth(self.config.access_token.expose())
-            .json(body);
-        self.client.send(operation, request).await
+        self.client
+            .send_authorized(operation, &self.credential, |http, token| {
+                http.post(&url).bearer_auth(token.expose()).json(body)
+            })
+            .await
     }
 }
 
@@ -206,7 +236,7 @@ impl Provider for HubSpot {
         webhook::parse_events(request.body, headers)
     }
 
-    fn interpret_event(&self, event: &Value) -> EventAction {
+    fn interpret_event(&self, event: &Value) -> Vec<EventAction> {
         webhook::interpret(event, &self.config.objects)
     }
 }

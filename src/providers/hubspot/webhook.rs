@@ -127,19 +127,19 @@ pub fn parse_events(body: &[u8], headers: Value) -> Result<Vec<NewWebhookEvent>,
 }
 
 /// What one stored event asks for, given the objects the connection syncs.
-pub fn interpret(event: &Value, objects: &[String]) -> EventAction {
+pub fn interpret(event: &Value, objects: &[String]) -> Vec<EventAction> {
     let (Some(kind), Some(id)) = (
         event.get("subscriptionType").and_then(Value::as_str),
         id_string(event.get("objectId")),
     ) else {
-        return EventAction::Ignore;
+        return Vec::new();
     };
     let object = object_for(kind);
     if !objects.contains(&object) {
-        return EventAction::Ignore;
+        return Vec::new();
     }
     let action = kind.split_once('.').map(|(_, a)| a).unwrap_or("");
-    match action {
+    vec![match action {
         "deletion" | "privacyDeletion" => EventAction::Delete {
             object,
             ids: vec![id],
@@ -149,7 +149,7 @@ pub fn interpret(event: &Value, objects: &[String]) -> EventAction {
                 .and_then(chrono::DateTime::from_timestamp_millis),
         },
         _ => EventAction::Fetch { object, ids: vec![id] },
-    }
+    }]
 }
 
 /// "contact.propertyChange" → "contacts", "company.creation" → "companies".
@@ -340,15 +340,15 @@ mod tests {
         let objects = vec!["contacts".to_string(), "companies".to_string()];
         assert_eq!(
             interpret(&events[1].body, &objects),
-            EventAction::Delete {
+            vec![EventAction::Delete {
                 object: "contacts".into(),
                 ids: vec!["6".into()],
                 at: None
-            }
+            }]
         );
         assert_eq!(
             interpret(&json!({"subscriptionType":"deal.creation","objectId":1}), &objects),
-            EventAction::Ignore
+            vec![]
         );
     }
 

@@ -1,11 +1,14 @@
 //! Odoo's own connection keys.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::config::{Secret, duration};
+use crate::config::{RateLimits, Secret, duration};
+use crate::providers::client::PlainPolicy;
+use crate::providers::{BuildContext, Provider, ProviderSettings};
 
 /// `provider = "odoo"`.
 #[derive(Debug, Clone, Deserialize)]
@@ -34,6 +37,31 @@ pub struct OdooConfig {
     /// every field.
     #[serde(default)]
     pub fields: HashMap<String, Vec<String>>,
+}
+
+impl ProviderSettings for OdooConfig {
+    fn objects_key(&self) -> &'static str {
+        "models"
+    }
+
+    fn objects(&self) -> &[String] {
+        &self.models
+    }
+
+    /// Odoo documents none; stay polite to a shared server.
+    fn default_rate_limit(&self) -> RateLimits {
+        RateLimits::one(10, Duration::from_secs(1))
+    }
+
+    /// write_date is the transaction's start: covers transactions up to this long.
+    fn default_overlap(&self) -> Duration {
+        Duration::from_secs(300)
+    }
+
+    fn build(&self, ctx: BuildContext<'_>) -> anyhow::Result<Arc<dyn Provider>> {
+        let client = ctx.client(Arc::new(PlainPolicy))?;
+        Ok(Arc::new(super::Odoo::new(ctx.connection, self.clone(), client)))
+    }
 }
 
 fn default_push_key_field() -> String {

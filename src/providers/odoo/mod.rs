@@ -266,20 +266,20 @@ impl Provider for Odoo {
         }])
     }
 
-    fn interpret_event(&self, event: &Value) -> EventAction {
+    fn interpret_event(&self, event: &Value) -> Vec<EventAction> {
         let (Some(model), Some(id)) = (
             event.get("_model").and_then(Value::as_str),
             event.get("_id").and_then(Value::as_i64),
         ) else {
-            return EventAction::Ignore;
+            return Vec::new();
         };
         if !self.config.models.iter().any(|m| m == model) {
-            return EventAction::Ignore;
+            return Vec::new();
         }
-        EventAction::Fetch {
+        vec![EventAction::Fetch {
             object: model.to_string(),
             ids: vec![id.to_string()],
-        }
+        }]
     }
 }
 
