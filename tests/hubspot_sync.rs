@@ -147,3 +147,58 @@ async fn webhook_fast_path_updates_and_deletes_records() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deletes_without_webhooks_are_found_in_the_archived_list() {
+    on_each_database(|db| async move {
+        let sim = HubSpotSim::start(HubSpotSimConfig::default()).await.unwrap();
+        let ids = sim.seed("contacts", 40, None);
+        // Archived before the daemon ever ran: it must never show up as live.
+        sim.delete("contacts", &ids[0]);
+        let app = spawn_app(&db, &hubspot_connection("hs", &sim.base_url(), &["contacts"], ""), "").await;
+        let store = app.handle.store.clone();
+        let live = || async {
+            store
+                .records("hs", "contacts")
+                .await
+                .unwrap()
+                .iter()
+                .filter(|r| !r.deleted)
+                .count()
+        };
+        wait_for("initial sync", Duration::from_secs(30), || async { live().await == 39 }).await;
+        // Deleted with no webhook at all: only the archived list can tell.
+        for id in &ids[1..4] {
+            sim.delete("contacts", id);
+        }
+        wait_for(
+            "the archived records to be marked deleted",
+            Duration::from_secs(20),
+            || async {
+                let mut all = true;
+                for id in &ids[1..4] {
+                    all &= store
+                        .record("hs", "contacts", id)
+                        .await
+                        .unwrap()
+                        .is_some_and(|r| r.deleted);
+                }
+                all
+            },
+        )
+        .await;
+        assert!(
+            store
+                .record("hs", "contacts", &ids[0])
+                .await
+                .unwrap()
+                .is_none_or(|r| r.deleted),
+            "a record archived before the first pass is never live"
+        );
+        assert_eq!(live().await, 36);
+        app.stop().await.unwrap();
+        sim.shutdown().await;
+        db
+    })
+    .await;
+}

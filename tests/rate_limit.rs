@@ -112,3 +112,57 @@ async fn a_429_pauses_requests_for_its_retry_after() {
     app.stop().await.unwrap();
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_sharing_a_group_never_exceed_the_accounts_limit_together() {
+    let db = crmsyncd::testing::TestDatabase::sqlite().await;
+    // One portal, one limit; three connections on it, each alone allowed the whole limit by its own config
+    // were it not for the group.
+    let limit = 20;
+    let sim = HubSpotSim::start(HubSpotSimConfig {
+        rate_limit: Some((limit, Duration::from_secs(1))),
+        ..HubSpotSimConfig::default()
+    })
+    .await
+    .unwrap();
+    sim.seed("contacts", 600, None);
+    sim.seed("companies", 600, None);
+    sim.seed("deals", 600, None);
+    let in_group = |id: &str, object: &str| {
+        hubspot_connection(
+            id,
+            &sim.base_url(),
+            &[object],
+            "page_size = 20\nrate_limit_group = \"portal\"",
+        )
+        .replace("rate_limit = { requests = 1000, per = \"1s\" }\n", "")
+    };
+    let connections = format!(
+        "[[rate_limit_group]]\nid = \"portal\"\nrate_limit = {{ requests = {limit}, per = \"1s\" }}\n{}{}{}",
+        in_group("a", "contacts"),
+        in_group("b", "companies"),
+        in_group("c", "deals"),
+    );
+    let app = spawn_app(&db, &connections, "").await;
+    let store = app.handle.store.clone();
+    wait_for("all three pulls to finish", Duration::from_secs(60), || async {
+        let mut done = true;
+        for (id, object) in [("a", "contacts"), ("b", "companies"), ("c", "deals")] {
+            done &= store.records(id, object).await.unwrap().len() >= 600;
+        }
+        done
+    })
+    .await;
+    assert_eq!(sim.rate_limit_excess(), 0, "the account's limit was never exceeded");
+    let busiest = sim.log().max_in_any_window(Duration::from_secs(1));
+    assert!(
+        busiest <= limit as usize,
+        "{busiest} requests in one 1 s window (limit {limit})"
+    );
+    assert!(
+        busiest >= (limit as usize) * 3 / 4,
+        "the shared budget was used: {busiest}"
+    );
+    app.stop().await.unwrap();
+    sim.shutdown().await;
+}

@@ -185,22 +185,19 @@ impl ConnectionRun {
         sync::drain_outbox(ctx).await?;
         for object in ctx.provider.objects().to_vec() {
             let pass = sync::pull_object(ctx, &object).await?;
-            if ctx.provider.has_delete_log() {
+            self.set_lag(&object, pass.started);
+            self.last_pass.insert(object.clone(), pass.started);
+            if ctx.provider.has_delete_log() && self.sweep_due(&object, ctx.provider.delete_log_interval()) {
                 let n = sync::read_delete_log(ctx, &object, pass.started).await?;
                 if n > 0 {
                     tracing::info!(connection = %ctx.connection, object, deleted = n, "The CRM's delete log named deleted records.");
                 }
+                self.last_sweep.insert(object, Utc::now());
             }
-            self.set_lag(&object, pass.started);
-            self.last_pass.insert(object, pass.started);
         }
         if let Some(interval) = ctx.provider.sweep_interval() {
             for object in ctx.provider.objects().to_vec() {
-                let due = self
-                    .last_sweep
-                    .get(&object)
-                    .is_none_or(|at| Utc::now() - *at >= chrono::Duration::from_std(interval).unwrap_or_default());
-                if due {
+                if self.sweep_due(&object, interval) {
                     let n = sync::sweep_deletes(&self.ctx, &object).await?;
                     if n > 0 {
                         tracing::info!(connection = %self.ctx.connection, object, deleted = n, "Sweep found records deleted in the CRM.");
@@ -210,6 +207,13 @@ impl ConnectionRun {
             }
         }
         Ok(())
+    }
+
+    /// Whether `object` was last swept (or its delete log read) at least `interval` ago, or never.
+    fn sweep_due(&self, object: &str, interval: Duration) -> bool {
+        self.last_sweep
+            .get(object)
+            .is_none_or(|at| Utc::now() - *at >= chrono::Duration::from_std(interval).unwrap_or_default())
     }
 
     /// Renews the CRM's webhook subscriptions when due. Webhooks are only the fast path, so a failure here is

@@ -263,3 +263,133 @@ impl OAuthSession {
         Ok(access)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use crmsyncd_sim::hubspot::{HubSpotSim, HubSpotSimConfig};
+    use crmsyncd_sim::oauth::OAuthSimConfig;
+
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::providers::client::PlainPolicy;
+    use crate::ratelimit::RateGate;
+
+    async fn setup(ttl: Duration) -> (HubSpotSim, CrmClient, OAuthConfig) {
+        let sim = HubSpotSim::start(HubSpotSimConfig {
+            oauth: Some(OAuthSimConfig {
+                access_ttl: ttl,
+                ..OAuthSimConfig::default()
+            }),
+            ..HubSpotSimConfig::default()
+        })
+        .await
+        .unwrap();
+        let config = crate::config::Config::parse(
+            &format!(
+                "[[connection]]\nid = \"h\"\nprovider = \"hubspot\"\nbase_url = \"{}\"\naccess_token = \"t\"\nobjects = [\"contacts\"]\n",
+                sim.base_url()
+            ),
+            std::path::Path::new("t.toml"),
+            &|_| None,
+        )
+        .unwrap();
+        let connection = &config.connections[0];
+        let client = CrmClient::new(
+            connection,
+            Arc::new(RateGate::new(&connection.rate_limit)),
+            Arc::new(Metrics::new()),
+            Arc::new(PlainPolicy),
+        )
+        .unwrap();
+        let oauth = OAuthConfig {
+            token_url: format!("{}/oauth/v1/token", sim.base_url()).parse().unwrap(),
+            client_id: "sim-client-id".into(),
+            client_secret: Secret::new("sim-client-secret"),
+            refresh_token: Some(Secret::new("sim-refresh-token")),
+            scope: None,
+            refresh_before: Duration::from_secs(1),
+            assumed_lifetime: Duration::from_secs(3600),
+        };
+        (sim, client, oauth)
+    }
+
+    #[tokio::test]
+    async fn callers_that_find_the_token_expired_share_one_refresh() {
+        let (sim, client, oauth) = setup(Duration::from_secs(600)).await;
+        let session = Arc::new(OAuthSession::new("h", oauth, None));
+        let callers: Vec<_> = (0..16)
+            .map(|_| {
+                let (session, client) = (session.clone(), client.clone());
+                tokio::spawn(async move { session.access_token(&client).await })
+            })
+            .collect();
+        let mut tokens = Vec::new();
+        for caller in callers {
+            tokens.push(caller.await.unwrap().unwrap());
+        }
+        assert!(tokens.windows(2).all(|w| w[0] == w[1]), "everyone got the same token");
+        assert_eq!(sim.oauth().unwrap().refreshes(), 1, "one refresh, not a stampede");
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_token_within_the_margin_is_refreshed_before_use_and_a_rejected_one_at_once() {
+        // Tokens live 2 s (`expires_in` is in whole seconds) and are refreshed 1 s before expiry.
+        let (sim, client, oauth) = setup(Duration::from_secs(2)).await;
+        let session = OAuthSession::new("h", oauth, None);
+        let first = session.access_token(&client).await.unwrap();
+        assert_eq!(session.access_token(&client).await.unwrap(), first, "fresh: reused");
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        let second = session.access_token(&client).await.unwrap();
+        assert_ne!(second, first, "inside the margin: refreshed before it expired");
+        session.rejected(&first).await;
+        assert_eq!(
+            session.access_token(&client).await.unwrap(),
+            second,
+            "a stale rejection changes nothing"
+        );
+        session.rejected(&second).await;
+        assert_ne!(session.access_token(&client).await.unwrap(), second);
+        assert_eq!(sim.oauth().unwrap().refreshes(), 3);
+        sim.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn a_revoked_grant_is_an_auth_failure_and_a_zoho_style_200_error_too() {
+        let (sim, client, oauth) = setup(Duration::from_secs(600)).await;
+        sim.oauth().unwrap().revoke_refresh_tokens();
+        let session = OAuthSession::new("h", oauth.clone(), None);
+        let err = session.access_token(&client).await.unwrap_err();
+        assert!(
+            matches!(&err, ProviderError::Auth(m) if m.contains("invalid_grant")),
+            "{err:?}"
+        );
+        sim.shutdown().await;
+
+        let zoho = HubSpotSim::start(HubSpotSimConfig {
+            oauth: Some(OAuthSimConfig {
+                errors_with_200: true,
+                ..OAuthSimConfig::default()
+            }),
+            ..HubSpotSimConfig::default()
+        })
+        .await
+        .unwrap();
+        zoho.oauth().unwrap().revoke_refresh_tokens();
+        let oauth = OAuthConfig {
+            token_url: format!("{}/oauth/v1/token", zoho.base_url()).parse().unwrap(),
+            ..oauth
+        };
+        let err = OAuthSession::new("h", oauth, None)
+            .access_token(&client)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&err, ProviderError::Auth(m) if m.contains("invalid_code")),
+            "{err:?}"
+        );
+        zoho.shutdown().await;
+    }
+}

@@ -127,9 +127,15 @@ pub trait Provider: Send + Sync + 'static {
         Err(ProviderError::Permanent("this CRM does not list ids".into()))
     }
 
-    /// Whether the CRM keeps a log of deletions ([`Provider::deleted_since`]); read after every pull pass.
+    /// Whether the CRM keeps a log of deletions ([`Provider::deleted_since`]), read after a pull pass.
     fn has_delete_log(&self) -> bool {
         false
+    }
+
+    /// How often to read the delete log: after every pass (zero, the default), or less often where reading it
+    /// is costly (HubSpot lists every archived record).
+    fn delete_log_interval(&self) -> Duration {
+        Duration::ZERO
     }
 
     /// Records of `object` deleted at or after `since`, from the CRM's delete log (Zoho's `/deleted`,

@@ -148,6 +148,7 @@ objects = [{objects}]
 poll_interval = "200ms"
 rate_limit = {{ requests = 1000, per = "1s" }}
 overlap = "2s"
+archived_poll_interval = "1s"
 request_timeout = "2s"
 connect_timeout = "1s"
 retry_backoff = {{ min = "50ms", max = "1s" }}

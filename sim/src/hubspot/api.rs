@@ -12,6 +12,7 @@ use super::endpoints::{self, Query};
 use super::search::{self, SearchQuery};
 use super::wire::{ApiError, correlation_id, error_response};
 use crate::faults::Fault;
+use crate::oauth::AccessCheck;
 use crate::request_log::RequestRecord;
 use crate::server::{Handler, SimRequest, SimResponse};
 use crate::window::{Admission, SlidingWindow};
@@ -28,11 +29,15 @@ pub(crate) enum Route {
     BatchRead(String),
     BatchUpsert(String),
     BatchArchive(String),
+    OAuthToken,
     Unknown,
 }
 
 impl Route {
     pub fn parse(method: &Method, path: &str) -> Self {
+        if method == Method::POST && path == "/oauth/v1/token" {
+            return Self::OAuthToken;
+        }
         let Some(rest) = path.strip_prefix("/crm/v3/objects/") else {
             return Self::Unknown;
         };
@@ -59,6 +64,7 @@ impl Route {
             Self::BatchRead(_) => "batch_read",
             Self::BatchUpsert(_) => "batch_upsert",
             Self::BatchArchive(_) => "batch_archive",
+            Self::OAuthToken => "oauth_token",
             Self::Unknown => "unknown",
         }
     }
@@ -133,8 +139,14 @@ impl Shared {
                 };
                 self.rate_limited(Refused { limits, retry_after })
             }
-            _ if !self.authorized(request) => unauthorized(),
-            _ => self.dispatch(request, route),
+            _ if *route == Route::OAuthToken => match &self.oauth {
+                Some(issuer) => issuer.handle(request),
+                None => self.dispatch(request, &Route::Unknown),
+            },
+            _ => match self.refusal(request) {
+                None => self.dispatch(request, route),
+                Some(response) => response,
+            },
         };
         match fault {
             Fault::Slow(delay) => response.delay = Some(delay),
@@ -148,11 +160,28 @@ impl Shared {
         }
     }
 
-    fn authorized(&self, request: &SimRequest) -> bool {
+    /// HubSpot's 401 for a request without the private-app token or a live OAuth access token; None when the
+    /// request carries one of them.
+    fn refusal(&self, request: &SimRequest) -> Option<SimResponse> {
         let Some((scheme, token)) = request.header("authorization").and_then(|h| h.split_once(' ')) else {
-            return false;
+            return Some(unauthorized());
         };
-        scheme.eq_ignore_ascii_case("bearer") && token.trim() == *self.access_token.lock().unwrap()
+        let token = token.trim();
+        if !scheme.eq_ignore_ascii_case("bearer") {
+            return Some(unauthorized());
+        }
+        if token == *self.access_token.lock().unwrap() {
+            return None;
+        }
+        match self.oauth.as_ref().map(|issuer| issuer.check(token)) {
+            Some(AccessCheck::Valid) => None,
+            Some(AccessCheck::Expired) => Some(error_response(
+                StatusCode::UNAUTHORIZED,
+                "The OAuth token used to make this call expired.",
+                Some("EXPIRED_AUTHENTICATION"),
+            )),
+            _ => Some(unauthorized()),
+        }
     }
 
     fn dispatch(&self, request: &SimRequest, route: &Route) -> SimResponse {
@@ -167,7 +196,7 @@ impl Shared {
             Route::BatchRead(object) => endpoints::batch_read(&mut store, object, &request.body),
             Route::BatchUpsert(object) => endpoints::batch_upsert(&mut store, object, &request.body, now),
             Route::BatchArchive(object) => endpoints::batch_archive(&mut store, object, &request.body, now),
-            Route::Unknown => Err(ApiError {
+            Route::OAuthToken | Route::Unknown => Err(ApiError {
                 status: StatusCode::NOT_FOUND,
                 category: "OBJECT_NOT_FOUND",
                 message: format!("No endpoint {} {}", request.method, request.path()),

@@ -20,6 +20,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use crate::faults::Faults;
+use crate::oauth::{OAuthSimConfig, TokenIssuer};
 use crate::request_log::RequestLog;
 use crate::server::{self, Running};
 use crate::window::SlidingWindow;
@@ -61,6 +62,9 @@ pub struct HubSpotSimConfig {
     /// The separate limit on search requests (HubSpot: about 5 per second per token), applied after the general
     /// one. None: only the general limit. (An addition to the lead's API, from CRM-APIS.md.)
     pub search_rate_limit: Option<(u32, Duration)>,
+    /// A public app's OAuth2: `POST /oauth/v1/token` issues access tokens (30 minutes on HubSpot) that the API
+    /// accepts besides `access_token`. None: private-app tokens only.
+    pub oauth: Option<OAuthSimConfig>,
 }
 
 impl Default for HubSpotSimConfig {
@@ -74,6 +78,7 @@ impl Default for HubSpotSimConfig {
             index_lag: Duration::ZERO,
             search_cap: 10_000,
             search_rate_limit: None,
+            oauth: None,
         }
     }
 }
@@ -103,6 +108,7 @@ pub(crate) struct Shared {
     log: Arc<RequestLog>,
     next_event_id: AtomicU64,
     http: reqwest::Client,
+    oauth: Option<TokenIssuer>,
 }
 
 /// A running fake HubSpot. Clones share the same server and data.
@@ -142,6 +148,7 @@ impl HubSpotSim {
             log: Arc::new(RequestLog::default()),
             next_event_id: AtomicU64::new(1),
             http,
+            oauth: config.oauth.map(TokenIssuer::new),
         });
         let running = server::spawn(([127, 0, 0, 1], 0).into(), shared.clone()).await?;
         Ok(HubSpotSim {
@@ -166,6 +173,11 @@ impl HubSpotSim {
 
     pub fn set_faults(&self, faults: Faults) {
         *self.shared.faults.lock().unwrap() = faults;
+    }
+
+    /// The OAuth token endpoint, when the simulator was started with `oauth`.
+    pub fn oauth(&self) -> Option<&TokenIssuer> {
+        self.shared.oauth.as_ref()
     }
 
     /// Replaces the accepted token, e.g. to simulate a revoked one.

@@ -29,6 +29,10 @@ pub struct HubSpotConfig {
     /// How old a v3 request timestamp may be.
     #[serde(default = "default_tolerance", with = "duration")]
     pub webhook_tolerance: Duration,
+    /// How often to list archived records for deletions no webhook reported (HubSpot's search never returns
+    /// archived records, so without this only webhooks would tell of deletes).
+    #[serde(default = "default_archived_poll_interval", with = "duration")]
+    pub archived_poll_interval: Duration,
     /// Records per search page (HubSpot's maximum is 200).
     #[serde(default = "default_page_size")]
     pub page_size: u32,
@@ -134,6 +138,10 @@ impl SignatureVersion {
 
 fn default_tolerance() -> Duration {
     Duration::from_secs(300)
+}
+
+fn default_archived_poll_interval() -> Duration {
+    Duration::from_secs(600)
 }
 
 fn default_page_size() -> u32 {

@@ -18,7 +18,7 @@ use search::SearchState;
 
 use super::client::header_number;
 use super::{
-    CrmClient, EventAction, Fetched, Page, PageToken, Provider, ProviderError, PushRequest, ResponsePolicy,
+    CrmClient, Deletions, EventAction, Fetched, Page, PageToken, Provider, ProviderError, PushRequest, ResponsePolicy,
     WebhookError, WebhookRequest,
 };
 use crate::auth::Credential;
@@ -78,6 +78,14 @@ impl HubSpot {
         format!("{}/crm/v3/objects/{object}/{tail}", self.base)
     }
 
+    async fn get(&self, operation: &str, url: String) -> Result<super::CrmResponse, ProviderError> {
+        self.client
+            .send_authorized(operation, &self.credential, |http, token| {
+                http.get(&url).bearer_auth(token.expose())
+            })
+            .await
+    }
+
     async fn post(&self, operation: &str, url: String, body: &Value) -> Result<super::CrmResponse, ProviderError> {
         self.client
             .send_authorized(operation, &self.credential, |http, token| {
@@ -109,6 +117,31 @@ struct ApiRecord {
     properties: serde_json::Map<String, Value>,
     #[serde(rename = "updatedAt")]
     updated_at: Option<String>,
+}
+
+/// `GET /crm/v3/objects/{type}?archived=true`: archived records in id order, with `archivedAt`.
+#[derive(Debug, Deserialize)]
+struct ArchivedAnswer {
+    #[serde(default)]
+    results: Vec<ArchivedRecord>,
+    paging: Option<Paging>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ArchivedRecord {
+    id: String,
+    #[serde(rename = "archivedAt")]
+    archived_at: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Paging {
+    next: Option<NextPage>,
+}
+
+#[derive(Debug, Deserialize)]
+struct NextPage {
+    after: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -205,6 +238,50 @@ impl Provider for HubSpot {
                 .extend(chunk.iter().filter(|id| !found_ids.contains(*id)).cloned());
         }
         Ok(fetched)
+    }
+
+    fn has_delete_log(&self) -> bool {
+        true
+    }
+
+    fn delete_log_interval(&self) -> Duration {
+        self.config.archived_poll_interval
+    }
+
+    /// HubSpot keeps archived records (90 days) and lists them in id order, not by when they were archived: the
+    /// whole list is read and filtered on `archivedAt`.
+    async fn deleted_since(&self, object: &str, since: DateTime<Utc>) -> Result<Deletions, ProviderError> {
+        let mut deleted = Vec::new();
+        let mut after: Option<String> = None;
+        loop {
+            let mut url = format!(
+                "{}/crm/v3/objects/{object}?archived=true&limit=100&properties=hs_object_id",
+                self.base
+            );
+            if let Some(after) = &after {
+                url.push_str("&after=");
+                url.push_str(
+                    &percent_encoding::utf8_percent_encode(after, percent_encoding::NON_ALPHANUMERIC).to_string(),
+                );
+            }
+            let answer: ArchivedAnswer = self.get("list_archived", url).await?.json()?;
+            for record in answer.results {
+                if let Some(at) = record.archived_at.as_deref().and_then(parse_time)
+                    && at >= since
+                {
+                    deleted.push((record.id, at));
+                }
+            }
+            match answer.paging.and_then(|p| p.next).map(|n| n.after) {
+                Some(next) if after.as_ref() != Some(&next) => after = Some(next),
+                Some(_) => {
+                    return Err(ProviderError::Transient(
+                        "the archived list returned the same page again; no progress".into(),
+                    ));
+                }
+                None => return Ok(Deletions::Since(deleted)),
+            }
+        }
     }
 
     async fn push(&self, write: &PushRequest) -> Result<String, ProviderError> {
