@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use crmsyncd::config::{CONFIG_PATH_ENV, Config, DEFAULT_CONFIG_PATH};
+use crmsyncd::demo::CrmSelection;
 use crmsyncd::{Application, telemetry};
 
 #[derive(Parser)]
@@ -27,11 +28,14 @@ enum Command {
         #[arg(long, env = CONFIG_PATH_ENV, default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
-    /// Run against local HubSpot and Odoo simulators, with nothing to configure.
+    /// Run against local CRM simulators (HubSpot and Odoo unless --crm says otherwise), with nothing to configure.
     Demo {
         /// Stop after this many seconds (default: run until Ctrl-C).
         #[arg(long)]
         seconds: Option<u64>,
+        /// Which CRMs to simulate: "all", or names separated by commas (hubspot,odoo,...).
+        #[arg(long)]
+        crm: Option<CrmSelection>,
     },
     /// Apply database migrations and exit.
     Migrate {
@@ -83,7 +87,10 @@ async fn run(command: Command) -> anyhow::Result<()> {
             let app = Application::build(config).await?;
             app.run_until_stopped(shutdown_signal()).await
         }
-        Command::Demo { seconds } => crmsyncd::demo::run(seconds).await,
+        Command::Demo { seconds, crm } => {
+            let crms = crm.map_or_else(|| crmsyncd::demo::DEFAULT_CRMS.to_vec(), |c| c.0);
+            crmsyncd::demo::run(&crms, seconds).await
+        }
         Command::Migrate { config } => {
             let config = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
             let store = crmsyncd::store::Store::connect(&config.database.url)
