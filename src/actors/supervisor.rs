@@ -75,7 +75,8 @@ impl Actor for Supervisor {
     ) -> Result<SupervisorState, ActorProcessingErr> {
         let mut children = HashMap::new();
         for entry in args.registry.all() {
-            args.metrics.register_connection(entry.id(), entry.provider.objects());
+            args.metrics
+                .register_connection(entry.id(), entry.provider.kind().as_str(), entry.provider.objects());
             myself.cast(SupervisorMsg::Start(entry.id().to_string()))?;
             children.insert(
                 entry.id().to_string(),

@@ -95,6 +95,7 @@ pub struct Metrics {
     retries: IntCounterVec,
     actor_restarts: IntCounterVec,
     connection_state: IntGaugeVec,
+    connection_info: IntGaugeVec,
     webhooks: IntCounterVec,
     outbox_pending: IntGaugeVec,
     outbox_dead: IntGaugeVec,
@@ -199,6 +200,11 @@ impl Metrics {
                 "1 for the connection's current state, 0 for the others.",
                 &["connection", "state"],
             ),
+            connection_info: gauge(
+                CONNECTION_INFO,
+                "Always 1; the provider label says which CRM a connection talks to.",
+                &["connection", "provider"],
+            ),
             webhooks: counter(
                 WEBHOOKS_TOTAL,
                 "Webhook requests by outcome.",
@@ -226,7 +232,8 @@ impl Metrics {
     }
 
     /// Creates a connection's series so they show 0 before anything happens (dashboards and `absent()` need it).
-    pub fn register_connection(&self, connection: &str, objects: &[String]) {
+    pub fn register_connection(&self, connection: &str, provider: &str, objects: &[String]) {
+        self.connection_info.with_label_values(&[connection, provider]).set(1);
         self.rate_limit_wait.with_label_values(&[connection]).inc_by(0.0);
         self.crm_throttled.with_label_values(&[connection]).inc_by(0);
         self.actor_restarts.with_label_values(&[connection]).inc_by(0);
@@ -337,7 +344,7 @@ mod tests {
     #[test]
     fn every_contract_name_is_exported_once_a_connection_exists() {
         let m = Metrics::new();
-        m.register_connection("c1", &["contacts".to_string()]);
+        m.register_connection("c1", "hubspot", &["contacts".to_string()]);
         m.crm_request("c1", "hubspot", "search", "200", Duration::from_millis(5));
         m.set_sync_lag("c1", "contacts", 1.0);
         m.webhook("c1", WebhookOutcome::Accepted);
@@ -353,7 +360,7 @@ mod tests {
     #[test]
     fn state_gauge_has_exactly_one_current_state() {
         let m = Metrics::new();
-        m.register_connection("c1", &[]);
+        m.register_connection("c1", "hubspot", &[]);
         m.set_state("c1", ConnectionState::BackingOff);
         assert_eq!(m.current_state("c1"), Some(ConnectionState::BackingOff));
         let ones = m

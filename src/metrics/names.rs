@@ -9,6 +9,7 @@ pub const CRM_THROTTLED_TOTAL: &str = "crmsyncd_crm_throttled_total";
 pub const RETRIES_TOTAL: &str = "crmsyncd_retries_total";
 pub const ACTOR_RESTARTS_TOTAL: &str = "crmsyncd_actor_restarts_total";
 pub const CONNECTION_STATE: &str = "crmsyncd_connection_state";
+pub const CONNECTION_INFO: &str = "crmsyncd_connection_info";
 pub const WEBHOOKS_TOTAL: &str = "crmsyncd_webhooks_total";
 pub const OUTBOX_PENDING: &str = "crmsyncd_outbox_pending";
 pub const OUTBOX_DEAD: &str = "crmsyncd_outbox_dead";
@@ -26,6 +27,7 @@ pub const ALL: &[&str] = &[
     RETRIES_TOTAL,
     ACTOR_RESTARTS_TOTAL,
     CONNECTION_STATE,
+    CONNECTION_INFO,
     WEBHOOKS_TOTAL,
     OUTBOX_PENDING,
     OUTBOX_DEAD,
