@@ -21,6 +21,7 @@ use crate::providers::{self, BuildContext};
 use crate::ratelimit::RateGate;
 use crate::registry::{ConnectionEntry, Registry};
 use crate::store::Store;
+use crate::systemd;
 
 /// A built daemon, listening but not yet serving.
 pub struct Application {
@@ -135,12 +136,19 @@ impl Application {
             registry: self.handle.registry.clone(),
             supervisor: self.handle.supervisor.clone(),
         });
+        // Migrations ran and the listener is bound (in `build`): this is what "started" means to systemd.
+        systemd::ready();
+        let watchdog = systemd::spawn_watchdog(self.handle.supervisor.clone(), self.shutdown.clone());
         http::serve(self.listener, state, stop, grace).await;
+        systemd::stopping();
         tracing::info!("Stopping connections.");
         self.shutdown.cancel();
         self.handle.supervisor.stop(Some("shutdown".into()));
         if tokio::time::timeout(grace, self.supervisor_task).await.is_err() {
             tracing::warn!(?grace, "Connections did not stop within the grace period.");
+        }
+        if let Some(watchdog) = watchdog {
+            watchdog.abort();
         }
         self.handle.store.close().await;
         tracing::info!("Stopped.");

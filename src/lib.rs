@@ -17,6 +17,7 @@ pub mod ratelimit;
 pub mod registry;
 pub mod store;
 pub mod sync;
+pub mod systemd;
 pub mod telemetry;
 #[doc(hidden)]
 pub mod testing;
