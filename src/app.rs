@@ -15,7 +15,7 @@ use tokio_util::sync::CancellationToken;
 use crate::actors::{Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::auth::CredentialVault;
 use crate::config::Config;
-use crate::http::{self, HttpState};
+use crate::http::{self, HttpState, Surface};
 use crate::metrics::Metrics;
 use crate::providers::{self, BuildContext};
 use crate::ratelimit::RateGate;
@@ -27,6 +27,7 @@ use crate::systemd;
 pub struct Application {
     config: Config,
     listener: TcpListener,
+    metrics_listener: Option<TcpListener>,
     handle: AppHandle,
     supervisor_task: JoinHandle<()>,
     shutdown: CancellationToken,
@@ -36,6 +37,8 @@ pub struct Application {
 #[derive(Clone)]
 pub struct AppHandle {
     pub addr: SocketAddr,
+    /// Where `/metrics` is served when `http.metrics_listen` is set.
+    pub metrics_addr: Option<SocketAddr>,
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
@@ -87,6 +90,15 @@ impl Application {
             .await
             .with_context(|| format!("binding http.listen = {}", config.http.listen))?;
         let addr = listener.local_addr()?;
+        let metrics_listener = match config.http.metrics_listen {
+            Some(at) => Some(
+                TcpListener::bind(at)
+                    .await
+                    .with_context(|| format!("binding http.metrics_listen = {at}"))?,
+            ),
+            None => None,
+        };
+        let metrics_addr = metrics_listener.as_ref().map(TcpListener::local_addr).transpose()?;
         let shutdown = CancellationToken::new();
         let (supervisor, supervisor_task) = Actor::spawn(
             None,
@@ -105,8 +117,10 @@ impl Application {
         Ok(Self {
             config,
             listener,
+            metrics_listener,
             handle: AppHandle {
                 addr,
+                metrics_addr,
                 store,
                 metrics,
                 registry,
@@ -139,7 +153,32 @@ impl Application {
         // Migrations ran and the listener is bound (in `build`): this is what "started" means to systemd.
         systemd::ready();
         let watchdog = systemd::spawn_watchdog(self.handle.supervisor.clone(), self.shutdown.clone());
-        http::serve(self.listener, state, stop, grace).await;
+        // One stop signal for both listeners.
+        let stopped = CancellationToken::new();
+        let main = http::serve(
+            self.listener,
+            state.clone(),
+            Surface::Main,
+            stopped.clone().cancelled_owned(),
+            grace,
+        );
+        let metrics = async {
+            if let Some(listener) = self.metrics_listener {
+                http::serve(
+                    listener,
+                    state.clone(),
+                    Surface::Metrics,
+                    stopped.clone().cancelled_owned(),
+                    grace,
+                )
+                .await;
+            }
+        };
+        let trigger = async {
+            stop.await;
+            stopped.cancel();
+        };
+        tokio::join!(main, metrics, trigger);
         systemd::stopping();
         tracing::info!("Stopping connections.");
         self.shutdown.cancel();

@@ -73,3 +73,41 @@ async fn stop_under_sync_returns_and_keeps_the_committed_cursor() {
     );
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_can_live_on_their_own_address_away_from_the_webhook_listener() {
+    let db = crmsyncd::testing::TestDatabase::sqlite().await;
+    let sim = HubSpotSim::start(HubSpotSimConfig::default()).await.unwrap();
+    let port = support::free_port();
+    let app = spawn_app(
+        &db,
+        &hubspot_connection("hs", &sim.base_url(), &["contacts"], ""),
+        &format!("metrics_listen = \"127.0.0.1:{port}\""),
+    )
+    .await;
+    let metrics_base = format!("http://{}", app.handle.metrics_addr.expect("a metrics address"));
+    let get = |url: String| async move { reqwest::get(url).await.unwrap() };
+
+    let main = get(app.url("/metrics")).await;
+    assert_eq!(main.status(), 404, "the address the CRMs reach does not show metrics");
+    let own = get(format!("{metrics_base}/metrics")).await;
+    assert_eq!(own.status(), 200);
+    assert!(own.text().await.unwrap().contains("# TYPE crmsyncd_build_info "));
+    for path in ["/healthz", "/readyz"] {
+        assert_eq!(
+            get(format!("{metrics_base}{path}")).await.status(),
+            200,
+            "{path} on the metrics address"
+        );
+        assert_eq!(get(app.url(path)).await.status(), 200, "{path} on the main address");
+    }
+    let webhook = reqwest::Client::new()
+        .post(format!("{metrics_base}/webhooks/hs"))
+        .body("[]")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(webhook.status(), 404, "no webhooks on the metrics address");
+    app.stop().await.unwrap();
+    sim.shutdown().await;
+}

@@ -44,6 +44,9 @@ pub struct Config {
 pub struct HttpConfig {
     /// Address to listen on for webhooks, the API, metrics and health.
     pub listen: SocketAddr,
+    /// A separate address for `/metrics` (and `/healthz`, `/readyz`), e.g. a private interface, so the address the
+    /// CRMs reach does not expose metrics. Unset: everything on `listen`.
+    pub metrics_listen: Option<SocketAddr>,
     /// The public URL the CRMs call (behind any proxy). HubSpot signs it, so v2/v3 verification needs it.
     pub public_url: Option<Url>,
     /// Largest webhook or API body accepted; larger ones get 413.
@@ -64,6 +67,7 @@ impl Default for HttpConfig {
     fn default() -> Self {
         Self {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            metrics_listen: None,
             public_url: None,
             max_body_bytes: 1024 * 1024,
             api_token: None,

@@ -36,9 +36,24 @@ pub struct HttpState {
     pub supervisor: ActorRef<SupervisorMsg>,
 }
 
+/// Which of the daemon's addresses a listener is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Surface {
+    /// `http.listen`: webhooks, the API, health, and metrics unless they have their own address.
+    Main,
+    /// `http.metrics_listen`: metrics and health only.
+    Metrics,
+}
+
 /// Serves `listener` until `shutdown` resolves, then stops accepting and waits up to `grace` for requests in
 /// flight (a webhook being committed finishes and gets its answer).
-pub async fn serve(listener: TcpListener, state: Arc<HttpState>, shutdown: impl Future<Output = ()>, grace: Duration) {
+pub async fn serve(
+    listener: TcpListener,
+    state: Arc<HttpState>,
+    surface: Surface,
+    shutdown: impl Future<Output = ()>,
+    grace: Duration,
+) {
     let permits = Arc::new(Semaphore::new(state.http.max_connections));
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
@@ -68,7 +83,7 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, shutdown: impl 
         let state = state.clone();
         let service = service_fn(move |req| {
             let state = state.clone();
-            async move { Ok::<_, Infallible>(route(&state, req).await) }
+            async move { Ok::<_, Infallible>(route(&state, surface, req).await) }
         });
         let conn = graceful.watch(builder.serve_connection(TokioIo::new(stream), service));
         tokio::spawn(async move {
@@ -85,13 +100,17 @@ pub async fn serve(listener: TcpListener, state: Arc<HttpState>, shutdown: impl 
     }
 }
 
-async fn route(state: &HttpState, request: Request<Incoming>) -> Response<Body> {
+async fn route(state: &HttpState, surface: Surface, request: Request<Incoming>) -> Response<Body> {
     let path = request.uri().path().to_string();
     let segments: Vec<&str> = path.trim_matches('/').split('/').collect();
+    let metrics_here = match surface {
+        Surface::Main => state.http.metrics_listen.is_none(),
+        Surface::Metrics => true,
+    };
     match (request.method(), segments.as_slice()) {
-        (_, ["webhooks", connection]) => webhooks::handle(state, connection, request).await,
-        (_, ["v1", rest @ ..]) => api::handle(state, rest, request).await,
-        (&Method::GET, ["metrics"]) => response::text(
+        (_, ["webhooks", connection]) if surface == Surface::Main => webhooks::handle(state, connection, request).await,
+        (_, ["v1", rest @ ..]) if surface == Surface::Main => api::handle(state, rest, request).await,
+        (&Method::GET, ["metrics"]) if metrics_here => response::text(
             StatusCode::OK,
             state.metrics.render(),
             "text/plain; version=0.0.4; charset=utf-8",
