@@ -1,7 +1,6 @@
 //! The daemon as one value: `Application::build(config)` then `run_until_stopped(signal)`. Production and the
 //! tests take the same path; tests bind port 0 and read the real address back.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,14 +11,12 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::actors::{Supervisor, SupervisorArgs, SupervisorMsg};
-use crate::auth::CredentialVault;
+use crate::actors::{ReloadSummary, Supervisor, SupervisorArgs, SupervisorMsg};
 use crate::config::Config;
+use crate::connections::ConnectionFactory;
 use crate::http::{self, HttpState, Surface};
 use crate::metrics::Metrics;
-use crate::providers::{self, BuildContext};
-use crate::ratelimit::RateGate;
-use crate::registry::{ConnectionEntry, Registry};
+use crate::registry::Registry;
 use crate::store::Store;
 use crate::systemd;
 
@@ -43,6 +40,9 @@ pub struct AppHandle {
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
     pub supervisor: ActorRef<SupervisorMsg>,
+    factory: Arc<ConnectionFactory>,
+    /// `[http]`, `[database]` and `[supervisor]` as the daemon started, to warn when a reload changes them.
+    fixed_sections: Arc<String>,
 }
 
 impl AppHandle {
@@ -50,6 +50,38 @@ impl AppHandle {
     pub fn base_url(&self) -> String {
         format!("http://{}", self.addr)
     }
+
+    /// Applies the connections and rate-limit groups of `config` (SIGHUP): new connections start, removed ones
+    /// stop, changed ones restart, and the others keep running untouched. `[http]`, `[database]` and
+    /// `[supervisor]` are read only at start; a change to them is reported and otherwise ignored.
+    pub async fn reload(&self, config: Config) -> anyhow::Result<ReloadSummary> {
+        if fixed_sections(&config) != *self.fixed_sections {
+            tracing::warn!("[http], [database] and [supervisor] changed; those take effect only at restart.");
+        }
+        let entries = self.factory.entries(&config)?;
+        let summary = self
+            .supervisor
+            .call(
+                |reply| SupervisorMsg::Reload(entries, reply),
+                Some(std::time::Duration::from_secs(120)),
+            )
+            .await
+            .context("asking the supervisor to reload")?
+            .success_or(anyhow::anyhow!("the supervisor did not finish the reload in time"))?;
+        tracing::info!(
+            added = ?summary.added,
+            removed = ?summary.removed,
+            restarted = ?summary.restarted,
+            unchanged = summary.unchanged.len(),
+            "Config reloaded."
+        );
+        Ok(summary)
+    }
+}
+
+/// The sections a reload does not apply, as text (secrets print as `***`).
+fn fixed_sections(config: &Config) -> String {
+    format!("{:?} {:?} {:?}", config.http, config.database, config.supervisor)
 }
 
 impl Application {
@@ -61,30 +93,9 @@ impl Application {
         store.migrate().await.context("running database migrations")?;
         let metrics = Arc::new(Metrics::new());
         let registry = Arc::new(Registry::default());
-        let vault = config
-            .database
-            .credential_key()
-            .map(|key| CredentialVault::new(store.clone(), key));
-        // One gate per rate-limit group, shared by its connections: they draw from one account's quota.
-        let group_gates: HashMap<&str, Arc<RateGate>> = config
-            .rate_limit_groups
-            .iter()
-            .map(|g| (g.id.as_str(), Arc::new(RateGate::new(&g.limits))))
-            .collect();
-        for connection in &config.connections {
-            let gate = match connection.rate_limit_group.as_deref().and_then(|g| group_gates.get(g)) {
-                Some(shared) => shared.clone(),
-                None => Arc::new(RateGate::new(&connection.rate_limit)),
-            };
-            let provider = providers::build(BuildContext {
-                connection,
-                gate,
-                metrics: metrics.clone(),
-                public_url: config.http.public_url.as_ref(),
-                vault: vault.clone(),
-            })
-            .with_context(|| format!("building the client of connection {}", connection.id))?;
-            registry.insert(Arc::new(ConnectionEntry::new(connection.clone(), provider)));
+        let factory = Arc::new(ConnectionFactory::new(&config, &store, metrics.clone()));
+        for entry in factory.entries(&config)? {
+            registry.insert(entry);
         }
         let listener = TcpListener::bind(config.http.listen)
             .await
@@ -114,6 +125,7 @@ impl Application {
         .await
         .context("starting the supervisor")?;
         tracing::info!(%addr, connections = config.connections.len(), "Listening.");
+        let fixed = Arc::new(fixed_sections(&config));
         Ok(Self {
             config,
             listener,
@@ -121,6 +133,8 @@ impl Application {
             handle: AppHandle {
                 addr,
                 metrics_addr,
+                factory,
+                fixed_sections: fixed,
                 store,
                 metrics,
                 registry,

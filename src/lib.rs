@@ -8,6 +8,7 @@ pub mod app;
 pub mod auth;
 pub mod backoff;
 pub mod config;
+pub mod connections;
 pub mod demo;
 pub mod http;
 pub mod metrics;

@@ -7,7 +7,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use crmsyncd::config::{CONFIG_PATH_ENV, Config, DEFAULT_CONFIG_PATH};
 use crmsyncd::demo::CrmSelection;
-use crmsyncd::{Application, telemetry};
+use crmsyncd::{AppHandle, Application, telemetry};
 
 #[derive(Parser)]
 #[command(
@@ -82,10 +82,13 @@ fn main() -> ExitCode {
 
 async fn run(command: Command) -> anyhow::Result<()> {
     match command {
-        Command::Run { config } => {
-            let config = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Command::Run { config: path } => {
+            let config = Config::load(&path).map_err(|e| anyhow::anyhow!("{e}"))?;
             let app = Application::build(config).await?;
-            app.run_until_stopped(shutdown_signal()).await
+            let reloader = tokio::spawn(reload_on_sighup(app.handle(), path));
+            let result = app.run_until_stopped(shutdown_signal()).await;
+            reloader.abort();
+            result
         }
         Command::Demo { seconds, crm } => {
             let crms = crm.map_or_else(|| crmsyncd::demo::DEFAULT_CRMS.to_vec(), |c| c.0);
@@ -102,6 +105,35 @@ async fn run(command: Command) -> anyhow::Result<()> {
         }
         Command::CheckConfig { .. } => unreachable!("handled before the runtime starts"),
     }
+}
+
+/// Reloads the config file on every SIGHUP. A file with problems is refused whole (each problem logged with its
+/// key) and the daemon carries on with what it runs.
+async fn reload_on_sighup(handle: AppHandle, path: PathBuf) {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let Ok(mut hangup) = signal(SignalKind::hangup()) else {
+            tracing::warn!("Cannot listen for SIGHUP; config reload is off.");
+            return;
+        };
+        while hangup.recv().await.is_some() {
+            tracing::info!(path = %path.display(), "SIGHUP received; reloading the config.");
+            match Config::load(&path) {
+                Err(e) => tracing::error!(problems = %e, "The config has problems; nothing was reloaded."),
+                Ok(config) => {
+                    if let Err(e) = handle.reload(config).await {
+                        tracing::error!(
+                            error = format!("{e:#}"),
+                            "The reload failed; the connections that ran still run."
+                        );
+                    }
+                }
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = (handle, path);
 }
 
 /// Resolves on SIGTERM or SIGINT.

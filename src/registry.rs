@@ -17,15 +17,27 @@ pub struct ConnectionEntry {
     pub provider: Arc<dyn Provider>,
     /// Set by the webhook endpoint after it commits events; cleared by the actor when it reads the inbox.
     pub inbox_pending: Arc<AtomicBool>,
+    /// What a reload compares: the connection's config and its group's budget.
+    pub fingerprint: String,
     actor: Mutex<Option<ActorRef<ConnectionMsg>>>,
 }
 
+impl std::fmt::Debug for ConnectionEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ConnectionEntry")
+            .field("id", &self.config.id)
+            .field("fingerprint", &self.fingerprint)
+            .finish_non_exhaustive()
+    }
+}
+
 impl ConnectionEntry {
-    pub fn new(config: ConnectionConfig, provider: Arc<dyn Provider>) -> Self {
+    pub fn new(config: ConnectionConfig, provider: Arc<dyn Provider>, fingerprint: String) -> Self {
         Self {
             config,
             provider,
             inbox_pending: Arc::new(AtomicBool::new(false)),
+            fingerprint,
             actor: Mutex::new(None),
         }
     }
@@ -66,6 +78,11 @@ impl Registry {
             .write()
             .expect("registry lock")
             .insert(entry.id().to_string(), entry);
+    }
+
+    /// Removes a connection: its webhooks get 404 from now on.
+    pub fn remove(&self, id: &str) -> Option<Arc<ConnectionEntry>> {
+        self.connections.write().expect("registry lock").remove(id)
     }
 
     pub fn get(&self, id: &str) -> Option<Arc<ConnectionEntry>> {

@@ -4,4 +4,4 @@ mod connection;
 mod supervisor;
 
 pub use connection::{ConnectionActor, ConnectionArgs, ConnectionMsg};
-pub use supervisor::{ConnectionStatus, Supervisor, SupervisorArgs, SupervisorMsg};
+pub use supervisor::{ConnectionStatus, ReloadSummary, Supervisor, SupervisorArgs, SupervisorMsg};

@@ -3,7 +3,7 @@
 //! connection has stayed up for `healthy_after`; after `max_restarts` the connection is marked `failed` and left
 //! down while every other connection keeps running.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -46,11 +46,25 @@ pub enum SupervisorMsg {
     Start(String),
     /// Report every connection's supervision status.
     Status(RpcReplyPort<Vec<ConnectionStatus>>),
+    /// Make these the connections: start the new ones, stop the ones not listed, restart the ones whose
+    /// fingerprint changed, leave the rest running untouched.
+    Reload(Vec<Arc<ConnectionEntry>>, RpcReplyPort<ReloadSummary>),
+}
+
+/// What a reload did, by connection id.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReloadSummary {
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub restarted: Vec<String>,
+    pub unchanged: Vec<String>,
 }
 
 struct Child {
     entry: Arc<ConnectionEntry>,
     actor: Option<ActorCell>,
+    /// Stops this connection's current run only (a reload); the daemon's shutdown cancels it too.
+    cancel: Option<CancellationToken>,
     restarts: u32,
     last_start: Option<Instant>,
     failed: bool,
@@ -83,6 +97,7 @@ impl Actor for Supervisor {
                 Child {
                     entry,
                     actor: None,
+                    cancel: None,
                     restarts: 0,
                     last_start: None,
                     failed: false,
@@ -134,6 +149,10 @@ impl Actor for Supervisor {
                 all.sort_by(|a, b| a.id.cmp(&b.id));
                 let _ = reply.send(all);
             }
+            SupervisorMsg::Reload(entries, reply) => {
+                let summary = state.reload(&myself, entries).await;
+                let _ = reply.send(summary);
+            }
         }
         Ok(())
     }
@@ -169,11 +188,13 @@ impl SupervisorState {
         if child.actor.is_some() || child.failed {
             return;
         }
+        let cancel = self.args.shutdown.child_token();
+        child.cancel = Some(cancel.clone());
         let args = ConnectionArgs {
             entry: child.entry.clone(),
             store: self.args.store.clone(),
             metrics: self.args.metrics.clone(),
-            shutdown: self.args.shutdown.clone(),
+            shutdown: cancel,
         };
         // Unnamed: several daemons (tests) may share one process, and ractor names are global.
         match Actor::spawn_linked(None, ConnectionActor, args, myself.get_cell()).await {
@@ -186,6 +207,79 @@ impl SupervisorState {
             // ractor sends no supervision event when pre_start fails: treat it as a failure here.
             Err(e) => self.child_down(myself, id, &format!("failed to start: {e}")),
         }
+    }
+
+    async fn reload(&mut self, myself: &ActorRef<SupervisorMsg>, entries: Vec<Arc<ConnectionEntry>>) -> ReloadSummary {
+        let mut summary = ReloadSummary::default();
+        let listed: HashSet<String> = entries.iter().map(|e| e.id().to_string()).collect();
+        let mut gone: Vec<String> = self
+            .children
+            .keys()
+            .filter(|id| !listed.contains(*id))
+            .cloned()
+            .collect();
+        gone.sort();
+        for id in gone {
+            self.stop_child(&id).await;
+            if let Some(child) = self.children.remove(&id) {
+                self.args.registry.remove(&id);
+                self.args
+                    .metrics
+                    .forget_connection(&id, child.entry.provider.kind().as_str());
+            }
+            tracing::info!(connection = %id, "Connection removed by a reload.");
+            summary.removed.push(id);
+        }
+        for entry in entries {
+            let id = entry.id().to_string();
+            let known = self.children.get(&id).map(|c| c.entry.fingerprint == entry.fingerprint);
+            match known {
+                Some(true) => {
+                    summary.unchanged.push(id);
+                    continue;
+                }
+                Some(false) => {
+                    self.stop_child(&id).await;
+                    tracing::info!(connection = %id, "Connection changed by a reload; restarting it.");
+                    summary.restarted.push(id.clone());
+                }
+                None => {
+                    tracing::info!(connection = %id, "Connection added by a reload.");
+                    summary.added.push(id.clone());
+                }
+            }
+            self.args
+                .metrics
+                .register_connection(&id, entry.provider.kind().as_str(), entry.provider.objects());
+            self.args.registry.insert(entry.clone());
+            self.children.insert(
+                id.clone(),
+                Child {
+                    entry,
+                    actor: None,
+                    cancel: None,
+                    restarts: 0,
+                    last_start: None,
+                    failed: false,
+                },
+            );
+            self.start(myself, &id).await;
+        }
+        summary
+    }
+
+    /// Stops a connection's actor after the page it is on, without counting it as a failure.
+    async fn stop_child(&mut self, id: &str) {
+        let Some(child) = self.children.get_mut(id) else { return };
+        if let Some(cancel) = child.cancel.take() {
+            cancel.cancel();
+        }
+        if let Some(actor) = child.actor.take() {
+            // Forget it first: its termination must not look like a crash to restart.
+            self.by_actor.remove(&actor.get_id());
+            let _ = actor.stop_and_wait(Some("reload".into()), None).await;
+        }
+        child.entry.set_actor(None);
     }
 
     fn child_down(&mut self, myself: &ActorRef<SupervisorMsg>, id: &str, reason: &str) {

@@ -38,6 +38,9 @@ pub struct ConnectionConfig {
     pub retry_backoff: BackoffConfig,
     /// The provider and its own settings.
     pub provider: ProviderConfig,
+    /// Changes whenever anything in the connection's table changes; a reload restarts exactly the connections
+    /// whose fingerprint (or group budget) changed.
+    pub fingerprint: String,
 }
 
 /// `retry_backoff = { min = "1s", max = "5m" }`.
@@ -204,6 +207,7 @@ impl ConnectionConfig {
                 message: "must be a table".into(),
             }]);
         };
+        let fingerprint = fingerprint(&table);
         let (common, specific): (toml::Table, toml::Table) =
             table.into_iter().partition(|(k, _)| COMMON_KEYS.contains(&k.as_str()));
         let mut problems = Vec::new();
@@ -318,6 +322,16 @@ impl ConnectionConfig {
             connect_timeout: common.connect_timeout,
             retry_backoff: common.retry_backoff,
             provider,
+            fingerprint,
         })
     }
+}
+
+/// A digest of a connection's table after interpolation: equal exactly when nothing in it (secrets included)
+/// changed. Holds no secret itself.
+fn fingerprint(table: &toml::Table) -> String {
+    use sha2::{Digest, Sha256};
+    // toml's Table is ordered by key, so the text is canonical.
+    let text = toml::to_string(table).unwrap_or_default();
+    hex::encode(&Sha256::digest(text.as_bytes())[..16])
 }

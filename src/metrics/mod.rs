@@ -256,6 +256,16 @@ impl Metrics {
         self.set_state(connection, ConnectionState::Starting);
     }
 
+    /// Drops the gauges of a connection a reload removed, so dashboards stop showing it (its counters stay, flat).
+    pub fn forget_connection(&self, connection: &str, provider: &str) {
+        let _ = self.connection_info.remove_label_values(&[connection, provider]);
+        for s in ConnectionState::ALL {
+            let _ = self.connection_state.remove_label_values(&[connection, s.as_str()]);
+        }
+        let _ = self.outbox_pending.remove_label_values(&[connection]);
+        let _ = self.outbox_dead.remove_label_values(&[connection]);
+    }
+
     pub fn crm_request(&self, connection: &str, provider: &str, operation: &str, status: &str, elapsed: Duration) {
         self.crm_requests
             .with_label_values(&[connection, provider, operation, status])
