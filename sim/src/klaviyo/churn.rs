@@ -93,7 +93,7 @@ impl KlaviyoSim {
                     let seq = self.shared.next_seed.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                     let mut attributes = generated_attributes(seq);
                     attributes.insert("properties".into(), json!({"email_marketing": "SUBSCRIBED"}));
-                    store.insert(id.clone(), attributes, at, now);
+                    store.insert(id.clone(), attributes, at, now, false);
                     drop(store);
                     events.push(self.event(SUBSCRIBED_TOPIC, &id));
                 }

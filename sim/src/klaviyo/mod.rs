@@ -198,7 +198,7 @@ impl KlaviyoSim {
         let at = now_s();
         let mut store = self.store();
         let id = store.allocate_id(at);
-        store.insert(id.clone(), attributes, at, Instant::now());
+        store.insert(id.clone(), attributes, at, Instant::now(), false);
         id
     }
 
@@ -215,8 +215,9 @@ impl KlaviyoSim {
     }
 
     /// Creates `n` profiles of `object` (only "profiles" exists) with a unique email and generated names. With
-    /// `at`, every one is created and updated in exactly that second: a block of equal `updated` times. Without,
-    /// each gets the current second, so consecutive profiles mostly share one.
+    /// `at`, every one is created and updated in exactly that second (a block of equal `updated` times) and is
+    /// readable at once, as data from the past is. Without, each gets the current second, so consecutive profiles
+    /// mostly share one, and becomes readable after its own read lag.
     pub fn seed(&self, object: &str, n: usize, at: Option<DateTime<Utc>>) -> Vec<String> {
         assert_eq!(object, PROFILES, "Klaviyo's simulator only has profiles");
         let at = at.map(truncate_s);
@@ -227,7 +228,7 @@ impl KlaviyoSim {
                 let when = at.unwrap_or_else(now_s);
                 let id = store.allocate_id(when);
                 let seq = self.shared.next_seed.fetch_add(1, Ordering::Relaxed);
-                store.insert(id.clone(), generated_attributes(seq), when, now);
+                store.insert(id.clone(), generated_attributes(seq), when, now, at.is_some());
                 id
             })
             .collect()

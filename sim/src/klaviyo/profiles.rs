@@ -315,7 +315,7 @@ pub(crate) fn import(
             let id = store.allocate_id(at);
             let mut fresh = Map::new();
             super::store::merge_attributes(&mut fresh, attributes);
-            store.insert(id.clone(), fresh, at, now);
+            store.insert(id.clone(), fresh, at, now, false);
             for (name, value) in &identifiers {
                 store.count_create(name, value);
             }

@@ -114,10 +114,18 @@ impl Store {
         self.profiles.values()
     }
 
-    /// Inserts a new profile created and updated at `at`.
-    pub fn insert(&mut self, id: String, attributes: Map<String, Value>, at: DateTime<Utc>, now: Instant) {
+    /// Inserts a new profile created and updated at `at`. A `historic` one (seeded with a time in the past) is
+    /// visible at once: read lag is about fresh writes, not about data that was there before anyone looked.
+    pub fn insert(
+        &mut self,
+        id: String,
+        attributes: Map<String, Value>,
+        at: DateTime<Utc>,
+        now: Instant,
+        historic: bool,
+    ) {
         let version = Version {
-            visible_from: self.visible_from(now),
+            visible_from: if historic { now } else { self.visible_from(now) },
             attributes,
             updated: at,
             deleted: false,
