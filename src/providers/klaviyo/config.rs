@@ -176,6 +176,39 @@ fn default_sweep_interval() -> Duration {
 mod tests {
     use super::*;
 
+    fn parse(keys: &str) -> Result<crate::config::Config, String> {
+        let text = format!(
+            "[[connection]]\nid = \"kl\"\nprovider = \"klaviyo\"\nbase_url = \"https://a.klaviyo.com\"\n{keys}\n"
+        );
+        crate::config::Config::parse(&text, std::path::Path::new("t.toml"), &|_| None).map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn a_minimal_connection_gets_klaviyos_defaults() {
+        let config = parse("api_key = \"pk_x\"").unwrap();
+        let connection = &config.connections[0];
+        assert_eq!(connection.provider.objects(), ["profiles"]);
+        assert_eq!(connection.rate_limit.windows.len(), 2, "burst and steady");
+        assert_eq!(connection.rate_limit.windows[1].requests, 700);
+        assert_eq!(connection.overlap, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn every_bad_key_is_reported_at_once() {
+        let error = parse("objects = [\"lists\"]\npage_size = 200\nrevision = \"latest\"\nsweep_interval = \"0s\"")
+            .unwrap_err();
+        for key in ["api_key", "objects", "page_size", "revision", "sweep_interval"] {
+            assert!(error.contains(&format!("connection[0].{key}")), "{key} in:\n{error}");
+        }
+        let both = parse("api_key = \"pk\"\noauth = { token_url = \"https://a.klaviyo.com/oauth/token\", client_id = \"c\", client_secret = \"s\", refresh_token = \"r\" }").unwrap_err();
+        assert!(both.contains("connection[0].oauth"), "{both}");
+        assert!(
+            parse("api_key = \"pk\"\nfavourite = 1")
+                .unwrap_err()
+                .contains("favourite")
+        );
+    }
+
     #[test]
     fn revisions_are_dates_or_betas() {
         assert!(valid_revision("2024-10-15"));
