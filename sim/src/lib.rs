@@ -6,6 +6,7 @@
 
 pub mod faults;
 pub mod hubspot;
+pub mod klaviyo;
 pub mod oauth;
 pub mod odoo;
 pub mod request_log;

@@ -11,6 +11,7 @@ use super::ratelimit::Windows;
 use super::{Problem, RateLimits, Unset, decode, duration};
 use crate::providers::ProviderSettings;
 use crate::providers::hubspot::HubSpotConfig;
+use crate::providers::klaviyo::KlaviyoConfig;
 use crate::providers::odoo::OdooConfig;
 
 /// One configured connection.
@@ -118,6 +119,7 @@ macro_rules! provider_table {
 provider_table! {
     HubSpot(HubSpotConfig) = "hubspot",
     Odoo(OdooConfig) = "odoo",
+    Klaviyo(KlaviyoConfig) = "klaviyo",
 }
 
 impl fmt::Display for ProviderKind {

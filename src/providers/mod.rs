@@ -4,6 +4,7 @@
 pub mod client;
 mod error;
 pub mod hubspot;
+pub mod klaviyo;
 pub mod odoo;
 
 use std::sync::Arc;
