@@ -10,6 +10,7 @@ use url::Url;
 use super::ratelimit::Windows;
 use super::{Problem, RateLimits, Unset, decode, duration};
 use crate::providers::ProviderSettings;
+use crate::providers::creatio::CreatioConfig;
 use crate::providers::hubspot::HubSpotConfig;
 use crate::providers::odoo::OdooConfig;
 
@@ -115,6 +116,7 @@ macro_rules! provider_table {
 provider_table! {
     HubSpot(HubSpotConfig) = "hubspot",
     Odoo(OdooConfig) = "odoo",
+    Creatio(CreatioConfig) = "creatio",
 }
 
 impl fmt::Display for ProviderKind {
