@@ -152,7 +152,12 @@ impl Shared {
         {
             return too_many_requests(retry_after);
         }
-        let fault = self.faults.lock().unwrap().roll();
+        let targeted = {
+            let mut targeted = self.targeted.lock().unwrap();
+            let at = targeted.iter().position(|(op, _)| op == route.operation());
+            at.map(|i| targeted.remove(i).1)
+        };
+        let fault = targeted.unwrap_or_else(|| self.faults.lock().unwrap().roll());
         match fault {
             Fault::ServerError => return server_error(),
             Fault::RateLimited(retry_after) => return too_many_requests(retry_after),

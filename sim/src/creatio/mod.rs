@@ -34,7 +34,7 @@ pub use session::{AUTH_COOKIE, CSRF_COOKIE};
 pub use transaction::LateTransaction;
 pub use wire::format_time;
 
-use crate::faults::Faults;
+use crate::faults::{Fault, Faults};
 use crate::oauth::{OAuthSimConfig, TokenIssuer};
 use crate::request_log::RequestLog;
 use crate::server::{self, Running};
@@ -96,6 +96,8 @@ pub(crate) struct Shared {
     pub(crate) sessions: Mutex<Sessions>,
     pub(crate) issuer: Option<TokenIssuer>,
     pub(crate) faults: Mutex<Faults>,
+    /// Faults for the next request of an operation ("create", "list", ...), before any random one.
+    pub(crate) targeted: Mutex<Vec<(String, Fault)>>,
     pub(crate) window: Mutex<Option<SlidingWindow>>,
     pub(crate) log: Arc<RequestLog>,
     /// `http://127.0.0.1:PORT`, for `@odata.context`; set once the port is known.
@@ -138,6 +140,7 @@ impl CreatioSim {
                 })
             }),
             faults: Mutex::new(config.faults),
+            targeted: Mutex::new(Vec::new()),
             window: Mutex::new(config.rate_limit.map(|(n, per)| SlidingWindow::new(n, per))),
             log: Arc::new(RequestLog::default()),
             base_url: OnceLock::new(),
@@ -164,6 +167,12 @@ impl CreatioSim {
     /// Replaces the fault shares for the requests that follow.
     pub fn set_faults(&self, faults: Faults) {
         *self.shared.faults.lock().unwrap() = faults;
+    }
+
+    /// Makes the next request of `operation` ("login", "list", "get", "create", "update", "delete", "token") fail
+    /// with `fault`, whatever the random shares say: how a test loses exactly the answer of a create.
+    pub fn fault_next(&self, operation: &str, fault: Fault) {
+        self.shared.targeted.lock().unwrap().push((operation.to_owned(), fault));
     }
 
     /// Changes the API user's password (sessions already open stay open, as in Creatio).

@@ -8,6 +8,8 @@ pub mod keyset;
 pub mod odata;
 mod push;
 mod session;
+#[cfg(test)]
+mod tests;
 
 use std::collections::HashSet;
 use std::time::Duration;
