@@ -4,6 +4,7 @@
 //! `shared/CRM-APIS.md`), including its pitfalls: rate limits answered exactly as the CRM does, injected faults,
 //! equal timestamps, index lag and late commits. Tests, benchmarks and `crmsyncd demo` all use them.
 
+pub mod creatio;
 pub mod faults;
 pub mod hubspot;
 pub mod klaviyo;

@@ -10,6 +10,7 @@ use url::Url;
 use super::ratelimit::Windows;
 use super::{Problem, RateLimits, Unset, decode, duration};
 use crate::providers::ProviderSettings;
+use crate::providers::creatio::CreatioConfig;
 use crate::providers::hubspot::HubSpotConfig;
 use crate::providers::klaviyo::KlaviyoConfig;
 use crate::providers::odoo::OdooConfig;
@@ -120,6 +121,7 @@ provider_table! {
     HubSpot(HubSpotConfig) = "hubspot",
     Odoo(OdooConfig) = "odoo",
     Klaviyo(KlaviyoConfig) = "klaviyo",
+    Creatio(CreatioConfig) = "creatio",
 }
 
 impl fmt::Display for ProviderKind {

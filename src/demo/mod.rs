@@ -2,7 +2,9 @@
 //! webhooks where the CRM does), a config pointing one connection at each, and the daemon on SQLite in a
 //! temporary directory. One file per CRM says how its simulator is started, seeded and churned.
 
+mod creatio;
 mod hubspot;
+mod klaviyo;
 mod odoo;
 
 use std::path::Path;
@@ -79,6 +81,8 @@ async fn start(kind: ProviderKind) -> anyhow::Result<Box<dyn DemoCrm>> {
     Ok(match kind {
         ProviderKind::HubSpot => Box::new(hubspot::start().await?),
         ProviderKind::Odoo => Box::new(odoo::start().await?),
+        ProviderKind::Klaviyo => Box::new(klaviyo::start().await?),
+        ProviderKind::Creatio => Box::new(creatio::start().await?),
     })
 }
 

@@ -2,6 +2,7 @@
 //! webhook events and push outcomes, and classifies every failure.
 
 pub mod client;
+pub mod creatio;
 mod error;
 pub mod hubspot;
 pub mod klaviyo;
