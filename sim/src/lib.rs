@@ -9,6 +9,7 @@ pub mod hubspot;
 pub mod oauth;
 pub mod odoo;
 pub mod request_log;
+pub mod salesforce;
 pub mod server;
 pub mod window;
 
