@@ -267,6 +267,9 @@ impl Store {
         rows.into_iter()
             .map(|row| {
                 if query.fields.is_empty() {
+                    // FIELDS(STANDARD): every field but the custom ones.
+                    let mut row = row;
+                    row.retain(|k, _| !k.ends_with("__c"));
                     return Value::Object(row);
                 }
                 let mut selected = Map::new();
