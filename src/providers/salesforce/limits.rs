@@ -17,6 +17,10 @@ pub const INVALID_QUERY_LOCATOR: &str = "INVALID_QUERY_LOCATOR";
 /// limit on long transactions), and the shortest wait after any.
 const LIMIT_EXCEEDED_FLOOR: Duration = Duration::from_secs(1);
 
+/// The longest wait after a `REQUEST_LIMIT_EXCEEDED`: the allocation refills continuously, so look again
+/// within the hour rather than after a whole day.
+const LIMIT_EXCEEDED_CEILING: Duration = Duration::from_secs(3600);
+
 /// Salesforce's quota header and error bodies, with the org's allocation shared with its other integrations.
 #[derive(Debug, Clone, Copy)]
 pub struct ApiUsage {
@@ -66,18 +70,17 @@ impl ApiUsage {
         max - max * u64::from(self.reserve_percent) / 100
     }
 
-    /// How long to hold back when the org has used `used` of `max`: nothing below the budget; past it, the time
-    /// the allocation takes to refill one request per request over (its period divided by its size, as if the
-    /// org's calls were spread evenly over the period), so this connection slows to the org's sustainable rate
-    /// instead of stopping dead or spending the reserve.
+    /// How long to hold back when the org has used `used` of `max`: nothing below the budget; past it, the
+    /// allocation's period divided by the requests left before it is spent. The reserve is spread over at
+    /// least a whole period that way (the last request left waits a whole period), so even when every request
+    /// in the window was recent, they age out before the connection could spend the reserve; and a connection
+    /// at the budget slows to a crawl rather than stopping dead.
     fn hold_back(&self, used: u64, max: u64) -> Option<Duration> {
-        let budget = self.budget(max);
-        if used < budget {
+        if used < self.budget(max) {
             return None;
         }
-        let over = u32::try_from(used - budget + 1).unwrap_or(u32::MAX);
-        let per_request = self.window / u32::try_from(max).unwrap_or(u32::MAX).max(1);
-        Some(per_request.saturating_mul(over))
+        let left = u32::try_from(max.saturating_sub(used)).unwrap_or(u32::MAX);
+        Some(if left == 0 { self.window } else { self.window / left })
     }
 }
 
@@ -100,7 +103,7 @@ impl ResponsePolicy for ApiUsage {
                 let wait = api_usage(headers)
                     .and_then(|(used, max)| self.hold_back(used, max))
                     .unwrap_or(LIMIT_EXCEEDED_FLOOR)
-                    .max(LIMIT_EXCEEDED_FLOOR);
+                    .clamp(LIMIT_EXCEEDED_FLOOR, LIMIT_EXCEEDED_CEILING);
                 tracing::warn!(
                     code,
                     message,
@@ -151,18 +154,25 @@ mod tests {
     }
 
     #[test]
-    fn the_gate_holds_back_only_past_the_budget_and_by_the_refill_time() {
+    fn the_gate_holds_back_only_past_the_budget_and_longer_as_the_reserve_runs_out() {
         let policy = ApiUsage::new(20, Duration::from_secs(100));
         assert_eq!(policy.pause_after_success(&usage("api-usage=79/100")), None);
-        // At the budget (80 of 100): one request's refill time, 100 s / 100.
+        // At the budget (80 of 100): the period over the 20 requests left.
         assert_eq!(
             policy.pause_after_success(&usage("api-usage=80/100")),
-            Some(Duration::from_secs(1))
-        );
-        assert_eq!(
-            policy.pause_after_success(&usage("api-usage=84/100")),
             Some(Duration::from_secs(5))
         );
+        assert_eq!(
+            policy.pause_after_success(&usage("api-usage=99/100")),
+            Some(Duration::from_secs(100))
+        );
+        assert_eq!(
+            policy.pause_after_success(&usage("api-usage=130/100")),
+            Some(Duration::from_secs(100))
+        );
+        // Spending the whole reserve takes longer than a period.
+        let total: Duration = (80..100).map(|used| policy.hold_back(used, 100).unwrap()).sum();
+        assert!(total > Duration::from_secs(100), "{total:?}");
     }
 
     #[test]
@@ -178,7 +188,7 @@ mod tests {
         assert_eq!(
             classify(403, "REQUEST_LIMIT_EXCEEDED", &usage("api-usage=100/100")),
             ProviderError::RateLimited {
-                wait: Duration::from_secs(21)
+                wait: Duration::from_secs(100)
             }
         );
         assert_eq!(
