@@ -256,6 +256,12 @@ impl Provider for Salesforce {
                 (answer, state.since, state.after)
             }
         };
+        if answer.records.is_empty() && !answer.done {
+            // A batch with nothing in it that promises more would page forever: back off instead.
+            return Err(ProviderError::Transient(format!(
+                "{object}: Salesforce answered an empty batch that is not the last"
+            )));
+        }
         let records = answer
             .records
             .into_iter()
