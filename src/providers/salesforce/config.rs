@@ -146,6 +146,13 @@ impl ProviderSettings for SalesforceConfig {
             );
         }
         match self.version_number() {
+            Some(v) if v < 51.0 && self.objects.iter().any(|o| !self.fields.contains_key(o)) => problem(
+                "fields".into(),
+                format!(
+                    "objects without a field list read FIELDS(STANDARD), which needs api_version 51.0 or later (it is {}); list their fields or raise the version",
+                    self.api_version
+                ),
+            ),
             Some(v) if v >= 29.0 => {}
             _ => problem(
                 "api_version".into(),
@@ -267,6 +274,24 @@ fields = { Account = ["Name", "bad field"], Task = ["Subject"] }"#,
         ] {
             assert!(error.contains(&format!("connection[0].{key}")), "{key} in:\n{error}");
         }
+    }
+
+    #[test]
+    fn an_old_api_version_needs_a_field_list_for_every_object() {
+        let error = config(
+            r#"api_version = "45.0"
+fields = { Account = ["Name"] }"#,
+        )
+        .unwrap_err();
+        assert!(
+            error.contains("connection[0].fields: objects without a field list"),
+            "{error}"
+        );
+        config(
+            r#"api_version = "45.0"
+fields = { Account = ["Name"], Contact = ["Email"] }"#,
+        )
+        .unwrap();
     }
 
     #[test]

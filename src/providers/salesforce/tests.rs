@@ -142,7 +142,7 @@ async fn pushes_upsert_on_the_external_id_in_both_answer_forms() {
     let created = p.push(&write("k/1 ü", "A")).await.unwrap();
     let updated = p.push(&write("k/1 ü", "B")).await.unwrap();
     assert_eq!(created, updated);
-    let old = provider(&sim, r#"api_version = "45.0""#);
+    let old = provider(&sim, "api_version = \"45.0\"\nfields = { Account = [\"Name\"] }");
     assert_eq!(
         old.push(&write("k/1 ü", "C")).await.unwrap(),
         created,
