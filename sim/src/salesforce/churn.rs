@@ -122,10 +122,7 @@ fn churn_once(
             match target {
                 Some(id) if roll >= CREATE_SHARE => transaction.update(object, &id, random_change(object, &mut rng)),
                 _ => {
-                    let placeholder = generated_fields(object, "late");
-                    let id = transaction.create(object, placeholder);
-                    // Fields that match the id, as a create outside a transaction gets.
-                    transaction.update(object, &id, generated_fields(object, &id));
+                    transaction.create_generated(object);
                 }
             }
             continue;

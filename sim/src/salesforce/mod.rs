@@ -418,6 +418,17 @@ impl LateCommit {
         id
     }
 
+    /// Creates a record with generated fields (as [`SalesforceSim::seed`] makes them) inside the transaction.
+    pub fn create_generated(&mut self, object: &str) -> String {
+        let id = self.shared.store.lock().unwrap().allocate_id(object);
+        self.writes.push(LateWrite::Create(
+            object.into(),
+            id.clone(),
+            generated_fields(object, &id),
+        ));
+        id
+    }
+
     /// Updates a record inside the transaction.
     pub fn update(&mut self, object: &str, id: &str, fields: Map<String, Value>) {
         self.writes.push(LateWrite::Update(object.into(), id.into(), fields));
