@@ -11,6 +11,7 @@ pub mod klaviyo;
 pub mod oauth;
 pub mod odoo;
 pub mod request_log;
+pub mod salesforce;
 pub mod server;
 pub mod window;
 

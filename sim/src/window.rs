@@ -42,8 +42,13 @@ impl SlidingWindow {
         self.window
     }
 
-    /// Decides one request arriving at `now`.
-    pub fn admit(&mut self, now: Instant) -> Admission {
+    /// How many admitted requests the window holds at `now` (Salesforce reports this as its API usage).
+    pub fn used(&mut self, now: Instant) -> u32 {
+        self.evict(now);
+        self.admitted.len() as u32
+    }
+
+    fn evict(&mut self, now: Instant) {
         while let Some(&front) = self.admitted.front() {
             if now.duration_since(front) >= self.window {
                 self.admitted.pop_front();
@@ -51,6 +56,11 @@ impl SlidingWindow {
                 break;
             }
         }
+    }
+
+    /// Decides one request arriving at `now`.
+    pub fn admit(&mut self, now: Instant) -> Admission {
+        self.evict(now);
         if self.admitted.len() as u32 >= self.limit {
             self.excess += 1;
             let oldest = *self.admitted.front().expect("limit > 0");

@@ -14,6 +14,7 @@ use crate::providers::creatio::CreatioConfig;
 use crate::providers::hubspot::HubSpotConfig;
 use crate::providers::klaviyo::KlaviyoConfig;
 use crate::providers::odoo::OdooConfig;
+use crate::providers::salesforce::SalesforceConfig;
 
 /// One configured connection.
 #[derive(Debug, Clone)]
@@ -122,6 +123,7 @@ provider_table! {
     Odoo(OdooConfig) = "odoo",
     Klaviyo(KlaviyoConfig) = "klaviyo",
     Creatio(CreatioConfig) = "creatio",
+    Salesforce(SalesforceConfig) = "salesforce",
 }
 
 impl fmt::Display for ProviderKind {

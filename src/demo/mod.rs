@@ -6,6 +6,7 @@ mod creatio;
 mod hubspot;
 mod klaviyo;
 mod odoo;
+mod salesforce;
 
 use std::path::Path;
 use std::time::Duration;
@@ -83,6 +84,7 @@ async fn start(kind: ProviderKind) -> anyhow::Result<Box<dyn DemoCrm>> {
         ProviderKind::Odoo => Box::new(odoo::start().await?),
         ProviderKind::Klaviyo => Box::new(klaviyo::start().await?),
         ProviderKind::Creatio => Box::new(creatio::start().await?),
+        ProviderKind::Salesforce => Box::new(salesforce::start().await?),
     })
 }
 

@@ -7,6 +7,7 @@ mod error;
 pub mod hubspot;
 pub mod klaviyo;
 pub mod odoo;
+pub mod salesforce;
 
 use std::sync::Arc;
 use std::time::Duration;
