@@ -8,6 +8,7 @@ pub mod faults;
 pub mod hubspot;
 pub mod oauth;
 pub mod odoo;
+pub mod pipedrive;
 pub mod request_log;
 pub mod server;
 pub mod window;
