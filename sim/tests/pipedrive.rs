@@ -570,3 +570,32 @@ async fn churn_keeps_changing_records_and_reports_deletes_and_merges_by_webhook(
     running.shutdown().await;
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_lost_answer_still_applies_the_write() {
+    let sim = start(PipedriveSimConfig::default()).await;
+    sim.lose_answers("create", 1);
+    let lost = client()
+        .post(format!("{}/api/v2/persons", sim.base_url()))
+        .header("x-api-token", TOKEN)
+        .json(&json!({"name": "Lost", "custom_fields": {KEY_FIELD: "lost-1"}}))
+        .send()
+        .await;
+    assert!(lost.is_err(), "the client gets no answer");
+    assert_eq!(
+        sim.creates_with("persons", KEY_FIELD, "lost-1"),
+        1,
+        "but the person exists"
+    );
+    assert_eq!(sim.records("persons").len(), 1);
+    let next = call(
+        &sim,
+        reqwest::Method::POST,
+        "/api/v2/persons",
+        Some(json!({"name": "Kept"})),
+        TOKEN,
+    )
+    .await;
+    assert_eq!(next.status, StatusCode::OK, "only the one answer is lost");
+    sim.shutdown().await;
+}

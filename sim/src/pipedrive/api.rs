@@ -172,6 +172,9 @@ impl Shared {
             _ if !self.authorized(request) => wire::unauthorized(),
             _ => self.dispatch(request, route),
         };
+        if response.status.is_success() && self.take_lost_answer(route.operation()) {
+            response.reset = true;
+        }
         match fault {
             Fault::Slow(delay) => response.delay = Some(delay),
             Fault::TruncatedJson if response.status.is_success() => response.truncate = true,
@@ -181,6 +184,18 @@ impl Shared {
         match limits {
             Some(limits) => limits.apply(response),
             None => response,
+        }
+    }
+
+    /// Whether this successful answer of `operation` is one to lose.
+    fn take_lost_answer(&self, operation: &str) -> bool {
+        let mut lost = self.lost_answers.lock().unwrap();
+        match lost.get_mut(operation) {
+            Some(n) if *n > 0 => {
+                *n -= 1;
+                true
+            }
+            _ => false,
         }
     }
 

@@ -22,6 +22,7 @@ mod store;
 mod webhooks;
 mod wire;
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -111,6 +112,8 @@ pub(crate) struct Shared {
     webhook_retry_delays: Vec<Duration>,
     late_commit: Duration,
     faults: Mutex<Faults>,
+    /// Operation -> how many more of its successful answers to lose (see [`PipedriveSim::lose_answers`]).
+    lost_answers: Mutex<HashMap<String, usize>>,
     window: Option<Mutex<SlidingWindow>>,
     search_window: Option<Mutex<SlidingWindow>>,
     store: Mutex<Store>,
@@ -150,6 +153,7 @@ impl PipedriveSim {
             webhook_retry_delays: config.webhook_retry_delays,
             late_commit: config.late_commit,
             faults: Mutex::new(config.faults),
+            lost_answers: Mutex::new(HashMap::new()),
             window: window(config.rate_limit),
             search_window: window(config.search_rate_limit),
             store: Mutex::new(Store::new(config.index_lag)),
@@ -179,6 +183,16 @@ impl PipedriveSim {
 
     pub fn set_faults(&self, faults: Faults) {
         *self.shared.faults.lock().unwrap() = faults;
+    }
+
+    /// Carries out the next `n` requests of `operation` ("create", "update", "list", "search", ...) that
+    /// succeed, then loses their answers (the connection is reset): the write happened, the client cannot know.
+    pub fn lose_answers(&self, operation: &str, n: usize) {
+        self.shared
+            .lost_answers
+            .lock()
+            .unwrap()
+            .insert(operation.to_string(), n);
     }
 
     /// Replaces the accepted API token, e.g. to simulate a regenerated one.
@@ -252,17 +266,24 @@ impl PipedriveSim {
 
     /// Creates `n` records with generated fields (persons: name, unique email, phone; organizations: name,
     /// address; deals: title, value). With `at`, every one is created and updated at exactly that second: a block
-    /// of equal timestamps like a bulk import. Without, each gets the clock's current second, so consecutive
-    /// records share a timestamp too.
+    /// of equal timestamps like a bulk import, already in the search index if `at` is older than the index lag.
+    /// Without, each gets the clock's current second, so consecutive records share a timestamp too.
     pub fn seed(&self, entity: &str, n: usize, at: Option<DateTime<Utc>>) -> Vec<u64> {
         let now = Instant::now();
         let mut store = self.store();
         let at = at.map(|t| t.trunc_subsecs(0));
+        let lag = store.index_lag;
+        let indexed = at.is_some_and(|t| (store.clock.now() - t).to_std().is_ok_and(|age| age >= lag));
+        let visible_at = if indexed {
+            now.checked_sub(lag).unwrap_or(now)
+        } else {
+            now
+        };
         (0..n)
             .map(|_| {
                 let id = store.allocate_id(entity);
                 let when = at.unwrap_or_else(|| store.clock.now());
-                store.insert(entity, id, fake::generated(entity, id), Map::new(), when, now);
+                store.insert(entity, id, fake::generated(entity, id), Map::new(), when, visible_at);
                 id
             })
             .collect()
