@@ -109,7 +109,7 @@ impl ProviderSettings for PipedriveConfig {
     }
 
     fn build(&self, ctx: BuildContext<'_>) -> anyhow::Result<Arc<dyn Provider>> {
-        let client = ctx.client(Arc::new(super::quota::QuotaHeaders))?;
+        let client = ctx.client(Arc::new(super::quota::QuotaHeaders::default()))?;
         Ok(Arc::new(super::Pipedrive::new(ctx.connection, self.clone(), client)))
     }
 }

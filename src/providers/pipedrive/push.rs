@@ -282,7 +282,13 @@ mod sim_tests {
             panic!("a Pipedrive connection");
         };
         let gate = Arc::new(RateGate::new(&connection.rate_limit));
-        let client = CrmClient::new(&connection, gate, Arc::new(Metrics::new()), Arc::new(QuotaHeaders)).unwrap();
+        let client = CrmClient::new(
+            &connection,
+            gate,
+            Arc::new(Metrics::new()),
+            Arc::new(QuotaHeaders::default()),
+        )
+        .unwrap();
         Pipedrive::new(&connection, settings, client)
     }
 
