@@ -25,7 +25,10 @@ pub fn object_of(entity: &str) -> String {
         "person" => "persons".into(),
         "organization" => "organizations".into(),
         "deal" => "deals".into(),
-        other => format!("{other}s"),
+        other => match other.strip_suffix('y') {
+            Some(stem) => format!("{stem}ies"),
+            None => format!("{other}s"),
+        },
     }
 }
 
