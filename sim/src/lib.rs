@@ -10,6 +10,7 @@ pub mod hubspot;
 pub mod klaviyo;
 pub mod oauth;
 pub mod odoo;
+pub mod pipedrive;
 pub mod request_log;
 pub mod salesforce;
 pub mod server;

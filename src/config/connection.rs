@@ -14,6 +14,7 @@ use crate::providers::creatio::CreatioConfig;
 use crate::providers::hubspot::HubSpotConfig;
 use crate::providers::klaviyo::KlaviyoConfig;
 use crate::providers::odoo::OdooConfig;
+use crate::providers::pipedrive::PipedriveConfig;
 use crate::providers::salesforce::SalesforceConfig;
 
 /// One configured connection.
@@ -124,6 +125,7 @@ provider_table! {
     Klaviyo(KlaviyoConfig) = "klaviyo",
     Creatio(CreatioConfig) = "creatio",
     Salesforce(SalesforceConfig) = "salesforce",
+    Pipedrive(PipedriveConfig) = "pipedrive",
 }
 
 impl fmt::Display for ProviderKind {

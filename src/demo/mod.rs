@@ -6,6 +6,7 @@ mod creatio;
 mod hubspot;
 mod klaviyo;
 mod odoo;
+mod pipedrive;
 mod salesforce;
 
 use std::path::Path;
@@ -85,6 +86,7 @@ async fn start(kind: ProviderKind) -> anyhow::Result<Box<dyn DemoCrm>> {
         ProviderKind::Klaviyo => Box::new(klaviyo::start().await?),
         ProviderKind::Creatio => Box::new(creatio::start().await?),
         ProviderKind::Salesforce => Box::new(salesforce::start().await?),
+        ProviderKind::Pipedrive => Box::new(pipedrive::start().await?),
     })
 }
 

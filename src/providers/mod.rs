@@ -7,6 +7,7 @@ mod error;
 pub mod hubspot;
 pub mod klaviyo;
 pub mod odoo;
+pub mod pipedrive;
 pub mod salesforce;
 
 use std::sync::Arc;
@@ -82,6 +83,9 @@ pub struct PushRequest {
     pub match_key: Option<String>,
     pub match_value: Option<String>,
     pub properties: serde_json::Value,
+    /// When the write was queued: a record that an earlier attempt of it created cannot be older (Pipedrive's
+    /// push looks for one there when its search index lags).
+    pub queued_at: DateTime<Utc>,
 }
 
 /// What the CRM's delete log says about an object since some time.

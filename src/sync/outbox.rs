@@ -29,6 +29,7 @@ pub async fn drain_outbox(ctx: &SyncContext) -> Result<usize, SyncError> {
                 match_key: write.match_key.clone(),
                 match_value: write.match_value.clone(),
                 properties: write.properties.clone(),
+                queued_at: write.created_at,
             };
             match ctx.provider.push(&request).await {
                 Ok(remote_id) => {

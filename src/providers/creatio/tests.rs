@@ -104,6 +104,7 @@ async fn a_lost_create_answer_is_found_by_its_key_on_the_retry() {
             match_key: None,
             match_value: None,
             properties: json!({"Name": "Ada"}),
+            queued_at: chrono::Utc::now(),
         };
         // The create runs, and its answer never arrives whole.
         sim.fault_next("create", fault);

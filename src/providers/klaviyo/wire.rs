@@ -135,6 +135,7 @@ mod tests {
             match_key: match_key.map(Into::into),
             match_value: match_value.map(Into::into),
             properties,
+            queued_at: chrono::Utc::now(),
         }
     }
 

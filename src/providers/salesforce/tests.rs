@@ -131,6 +131,7 @@ fn write(key: &str, name: &str) -> PushRequest {
         match_key: None,
         match_value: None,
         properties: json!({"Name": name}),
+        queued_at: chrono::Utc::now(),
     }
 }
 
