@@ -9,6 +9,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use http::StatusCode;
 use serde_json::{Map, Value, json};
 
@@ -96,6 +97,17 @@ impl TokenIssuer {
         let mut params: HashMap<String, String> = url::form_urlencoded::parse(&request.body).into_owned().collect();
         if let Some(query) = request.uri.query() {
             params.extend(url::form_urlencoded::parse(query.as_bytes()).into_owned());
+        }
+        // Client authentication in the form, or as HTTP Basic (RFC 6749 §2.3.1 allows both).
+        if let Some((id, secret)) = request
+            .header("authorization")
+            .and_then(|h| h.strip_prefix("Basic "))
+            .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b.trim()).ok())
+            .and_then(|raw| String::from_utf8(raw).ok())
+            .and_then(|text| text.split_once(':').map(|(i, s)| (i.to_string(), s.to_string())))
+        {
+            params.insert("client_id".into(), id);
+            params.insert("client_secret".into(), secret);
         }
         let param = |name: &str| params.get(name).map(String::as_str).unwrap_or("");
         if param("client_id") != self.config.client_id || param("client_secret") != self.config.client_secret {

@@ -17,6 +17,9 @@ use crate::registry::ConnectionEntry;
 use crate::store::Store;
 use crate::sync::{self, SyncContext, SyncError};
 
+/// The longest a connection waits because the CRM said it is rate limited, before it asks again.
+const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(3600);
+
 /// The connection actor.
 pub struct ConnectionActor;
 
@@ -279,6 +282,8 @@ impl ConnectionRun {
                 Ok(())
             }
             Err(SyncError::Provider(ProviderError::RateLimited { wait })) => {
+                // A provider's own wait (a daily allocation spent) is trusted, within reason.
+                let wait = wait.min(MAX_RATE_LIMIT_WAIT);
                 tracing::warn!(connection, ?wait, "Rate limited by the CRM; waiting as it asked.");
                 self.ctx.metrics.retry(&connection, "rate_limited");
                 self.set_state(ConnectionState::BackingOff);

@@ -7,7 +7,7 @@ mod vault;
 
 use std::sync::Arc;
 
-pub use oauth::{OAuthConfig, OAuthSession};
+pub use oauth::{ClientAuth, OAuthConfig, OAuthSession};
 pub use vault::{CredentialKey, CredentialVault, KeyError, StoredTokens};
 
 use crate::config::Secret;

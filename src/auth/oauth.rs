@@ -29,6 +29,10 @@ pub struct OAuthConfig {
     pub refresh_token: Option<Secret>,
     /// Scopes asked for in the client-credentials grant.
     pub scope: Option<String>,
+    /// How the client proves itself to the token endpoint: `"body"` (client_id and client_secret in the form, as
+    /// HubSpot, Zoho and Salesforce take them) or `"basic"` (HTTP Basic, as Klaviyo requires).
+    #[serde(default)]
+    pub client_auth: ClientAuth,
     /// Refresh this long before the access token expires.
     #[serde(default = "default_refresh_before", with = "duration")]
     pub refresh_before: Duration,
@@ -36,6 +40,15 @@ pub struct OAuthConfig {
     /// token refused earlier is refreshed then.
     #[serde(default = "default_assumed_lifetime", with = "duration")]
     pub assumed_lifetime: Duration,
+}
+
+/// Where the client id and secret go in a token request.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    #[default]
+    Body,
+    Basic,
 }
 
 fn default_refresh_before() -> Duration {
@@ -198,10 +211,11 @@ impl OAuthSession {
     }
 
     async fn refresh(&self, state: &mut State, client: &CrmClient) -> Result<Secret, ProviderError> {
-        let mut form: Vec<(&str, &str)> = vec![
-            ("client_id", self.config.client_id.as_str()),
-            ("client_secret", self.config.client_secret.expose()),
-        ];
+        let mut form: Vec<(&str, &str)> = Vec::new();
+        if self.config.client_auth == ClientAuth::Body {
+            form.push(("client_id", self.config.client_id.as_str()));
+            form.push(("client_secret", self.config.client_secret.expose()));
+        }
         match &state.refresh {
             Some(refresh) => {
                 form.push(("grant_type", "refresh_token"));
@@ -214,7 +228,10 @@ impl OAuthSession {
                 }
             }
         }
-        let request = client.http().post(self.config.token_url.clone()).form(&form);
+        let mut request = client.http().post(self.config.token_url.clone()).form(&form);
+        if self.config.client_auth == ClientAuth::Basic {
+            request = request.basic_auth(&self.config.client_id, Some(self.config.client_secret.expose()));
+        }
         let answer = match client.send("oauth_token", request).await {
             Ok(response) => response.json::<TokenAnswer>(),
             Err(e) => Err(e),
@@ -309,6 +326,7 @@ mod tests {
             client_secret: Secret::new("sim-client-secret"),
             refresh_token: Some(Secret::new("sim-refresh-token")),
             scope: None,
+            client_auth: ClientAuth::Body,
             refresh_before: Duration::from_secs(1),
             assumed_lifetime: Duration::from_secs(3600),
         };
@@ -391,5 +409,31 @@ mod tests {
             "{err:?}"
         );
         zoho.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn client_credentials_can_go_as_http_basic() {
+        let (sim, client, oauth) = setup(Duration::from_secs(600)).await;
+        let session = OAuthSession::new(
+            "h",
+            OAuthConfig {
+                client_auth: ClientAuth::Basic,
+                ..oauth.clone()
+            },
+            None,
+        );
+        session.access_token(&client).await.unwrap();
+        assert_eq!(sim.oauth().unwrap().refreshes(), 1);
+        let wrong = OAuthSession::new(
+            "h",
+            OAuthConfig {
+                client_auth: ClientAuth::Basic,
+                client_secret: Secret::new("not-the-secret"),
+                ..oauth
+            },
+            None,
+        );
+        assert!(matches!(wrong.access_token(&client).await, Err(ProviderError::Auth(_))));
+        sim.shutdown().await;
     }
 }

@@ -286,16 +286,13 @@ impl ConnectionConfig {
                 }
             }
         }
-        let mut rate_limit = match common.rate_limit {
-            Some(Windows(windows)) => RateLimits {
-                windows,
-                max_concurrent: None,
-            },
-            None => settings.default_rate_limit(),
+        // Each part of the CRM's documented budget holds unless overridden: setting the windows keeps its
+        // concurrency cap (Zoho's), and the other way round.
+        let defaults = settings.default_rate_limit();
+        let rate_limit = RateLimits {
+            windows: common.rate_limit.map_or(defaults.windows, |Windows(w)| w),
+            max_concurrent: common.max_concurrent_requests.or(defaults.max_concurrent),
         };
-        if common.max_concurrent_requests.is_some() {
-            rate_limit.max_concurrent = common.max_concurrent_requests;
-        }
         problems.extend(rate_limit.problems(key));
         if common.retry_backoff.min.is_zero() || common.retry_backoff.min > common.retry_backoff.max {
             problems.push(Problem {
