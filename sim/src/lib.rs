@@ -11,6 +11,7 @@ pub mod odoo;
 pub mod request_log;
 pub mod server;
 pub mod window;
+pub mod zoho;
 
 pub use faults::{Fault, Faults};
 pub use request_log::{RequestLog, RequestRecord};
