@@ -75,7 +75,8 @@ pub enum Op {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Literal {
     Str(String),
-    Num(f64),
+    /// A number as written: ids have 19 digits, more than an f64 holds exactly.
+    Num(String),
     Bool(bool),
 }
 
@@ -104,7 +105,7 @@ fn invalid(message: impl Into<String>) -> QueryError {
 enum Token {
     Word(String),
     Str(String),
-    Num(f64),
+    Num(String),
     Sym(&'static str),
 }
 
@@ -235,7 +236,9 @@ impl Parser {
 
     fn number(&mut self) -> Result<u32, QueryError> {
         match self.next() {
-            Some(Token::Num(n)) if n >= 0.0 && n.fract() == 0.0 && n <= f64::from(u32::MAX) => Ok(n as u32),
+            Some(Token::Num(n)) => n
+                .parse()
+                .map_err(|_| syntax(format!("expected a whole number, found {n}"))),
             other => Err(syntax(format!("expected a whole number, found {other:?}"))),
         }
     }
@@ -462,8 +465,7 @@ impl Cell {
 /// is not a datetime).
 fn literal_as(like: &Cell, field: &str, literal: &Literal) -> Result<Cell, QueryError> {
     Ok(match (like, literal) {
-        (Cell::Id(_), Literal::Num(n)) => Cell::Id(*n as u64),
-        (Cell::Id(_), Literal::Str(s)) => Cell::Id(
+        (Cell::Id(_), Literal::Num(s) | Literal::Str(s)) => Cell::Id(
             s.parse()
                 .map_err(|_| invalid(format!("{field} takes a record id, not {s:?}")))?,
         ),
@@ -472,7 +474,7 @@ fn literal_as(like: &Cell, field: &str, literal: &Literal) -> Result<Cell, Query
         ),
         (Cell::Time(_), _) => return Err(invalid(format!("{field} takes a datetime in quotes"))),
         (_, Literal::Str(s)) => Cell::Str(s.clone()),
-        (_, Literal::Num(n)) => Cell::Num(*n),
+        (_, Literal::Num(n)) => Cell::Num(n.parse().map_err(|_| invalid(format!("{n} is not a number")))?),
         (_, Literal::Bool(b)) => Cell::Bool(*b),
     })
 }
@@ -591,6 +593,27 @@ mod tests {
             matches(bad.filter.as_ref().unwrap(), &cell).unwrap_err().code,
             "INVALID_QUERY"
         );
+    }
+
+    #[test]
+    fn ids_compare_exactly_even_beyond_f64_precision() {
+        let q = parse("select id from Leads where id > 5725767000000100001").unwrap();
+        let next = |f: &str| {
+            if f == "id" {
+                Cell::Id(5_725_767_000_000_100_002)
+            } else {
+                Cell::Null
+            }
+        };
+        let same = |f: &str| {
+            if f == "id" {
+                Cell::Id(5_725_767_000_000_100_001)
+            } else {
+                Cell::Null
+            }
+        };
+        assert!(matches(q.filter.as_ref().unwrap(), &next).unwrap());
+        assert!(!matches(q.filter.as_ref().unwrap(), &same).unwrap());
     }
 
     #[test]

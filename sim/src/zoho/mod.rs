@@ -503,7 +503,7 @@ pub fn generated_fields(module: &str, id: u64) -> Map<String, Value> {
         "Deals" => json!({
             "Deal_Name": format!("Deal {id}"),
             "Stage": "Qualification",
-            "Amount": ((id * 37) % 100_000) as f64,
+            "Amount": ((id % 100_000) * 37 % 100_000) as f64,
         }),
         _ => json!({ "Name": format!("{module} {id}") }),
     };
