@@ -12,6 +12,7 @@ use super::{Problem, RateLimits, Unset, decode, duration};
 use crate::providers::ProviderSettings;
 use crate::providers::hubspot::HubSpotConfig;
 use crate::providers::odoo::OdooConfig;
+use crate::providers::zoho::ZohoConfig;
 
 /// One configured connection.
 #[derive(Debug, Clone)]
@@ -115,6 +116,7 @@ macro_rules! provider_table {
 provider_table! {
     HubSpot(HubSpotConfig) = "hubspot",
     Odoo(OdooConfig) = "odoo",
+    Zoho(ZohoConfig) = "zoho",
 }
 
 impl fmt::Display for ProviderKind {

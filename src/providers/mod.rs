@@ -5,6 +5,7 @@ pub mod client;
 mod error;
 pub mod hubspot;
 pub mod odoo;
+pub mod zoho;
 
 use std::sync::Arc;
 use std::time::Duration;
