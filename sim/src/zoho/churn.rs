@@ -95,13 +95,8 @@ impl ZohoSim {
         let mut rng = rand::rng();
         let module = modules.choose(&mut rng)?.clone();
         let mut batch = self.begin_late();
-        let created = {
-            let mut store = self.store();
-            let id = store.allocate_id();
-            drop(store);
-            generated_fields(&module, id)
-        };
-        batch.create(&module, created);
+        let fields = generated_fields(&module, self.store().allocate_id());
+        batch.create(&module, fields);
         let target = {
             let store = self.store();
             store.random_visible(&module, &mut rng).filter(|id| {

@@ -460,8 +460,12 @@ impl Shared {
         if !self.known_module(&store, module) {
             return invalid_module(module);
         }
-        let retention = chrono::Duration::from_std(self.deleted_retention).unwrap_or(chrono::Duration::MAX);
-        store.purge_deleted_before(Utc::now() - retention);
+        let cutoff = chrono::Duration::from_std(self.deleted_retention)
+            .ok()
+            .and_then(|retention| Utc::now().checked_sub_signed(retention));
+        if let Some(cutoff) = cutoff {
+            store.purge_deleted_before(cutoff);
+        }
         // Everything the simulator deletes goes to the recycle bin.
         let mut entries: Vec<_> = store
             .deleted(module)

@@ -79,13 +79,18 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
         .map(|t| t.with_timezone(&Utc))
 }
 
-/// The id of a row (Zoho sends ids as strings; numbers are accepted too).
-pub fn row_id(row: &Value) -> Option<String> {
-    match row.get("id")? {
+/// A record id as text (Zoho sends ids as strings; numbers are accepted too).
+pub fn id_text(value: &Value) -> Option<String> {
+    match value {
         Value::String(s) if !s.is_empty() => Some(s.clone()),
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
+}
+
+/// The id of a row.
+pub fn row_id(row: &Value) -> Option<String> {
+    row.get("id").and_then(id_text)
 }
 
 /// A row as a record stamped with its Modified_Time in UTC.

@@ -31,8 +31,9 @@ use crate::model::RemoteRecord;
 use crate::store::NewWebhookEvent;
 use coql::Keyset;
 
-/// Records per `/deleted` page, and ids per `?ids=` read and per upsert (Zoho's limits).
+/// Entries per `/deleted` page (Zoho's maximum).
 const DELETED_PAGE: usize = 200;
+/// Ids per `?ids=` read (Zoho's maximum).
 const IDS_PER_READ: usize = 100;
 /// Pages of the delete log read in one go before falling back to comparing every id: far more deletions than
 /// one pass should ever see means something else is going on.
@@ -308,7 +309,7 @@ impl Provider for Zoho {
         }
         entry
             .pointer("/details/id")
-            .and_then(|id| coql::row_id(&json!({ "id": id })))
+            .and_then(coql::id_text)
             .ok_or_else(|| ProviderError::Transient("upsert answered without the record's id".into()))
     }
 

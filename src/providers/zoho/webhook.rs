@@ -7,7 +7,7 @@ use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-use super::coql::row_id;
+use super::coql::id_text;
 use crate::config::Secret;
 use crate::providers::{EventAction, WebhookError, WebhookRequest};
 use crate::store::NewWebhookEvent;
@@ -59,7 +59,7 @@ pub fn verify(
     let ids_ok = body
         .get("ids")
         .and_then(Value::as_array)
-        .is_some_and(|ids| !ids.is_empty() && ids.iter().all(|id| row_id(&json!({ "id": id })).is_some()));
+        .is_some_and(|ids| !ids.is_empty() && ids.iter().all(|id| id_text(id).is_some()));
     if !ids_ok {
         return Err(WebhookError::Malformed(
             "expected a non-empty list of record ids".into(),
@@ -90,7 +90,7 @@ pub fn interpret(event: &Value, modules: &[String]) -> Vec<EventAction> {
     let ids: Vec<String> = event
         .get("ids")
         .and_then(Value::as_array)
-        .map(|ids| ids.iter().filter_map(|id| row_id(&json!({ "id": id }))).collect())
+        .map(|ids| ids.iter().filter_map(id_text).collect())
         .unwrap_or_default();
     if ids.is_empty() {
         return Vec::new();
