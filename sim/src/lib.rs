@@ -15,6 +15,7 @@ pub mod request_log;
 pub mod salesforce;
 pub mod server;
 pub mod window;
+pub mod zoho;
 
 pub use faults::{Fault, Faults};
 pub use request_log::{RequestLog, RequestRecord};

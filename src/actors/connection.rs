@@ -267,7 +267,12 @@ impl ConnectionRun {
                 if full_cycle {
                     self.failures = 0;
                     self.set_state(ConnectionState::Idle);
-                    self.schedule(myself, self.poll_interval);
+                    // Webhook subscriptions that expire (Zoho's channels) must not wait for a long poll interval.
+                    let renewal = self
+                        .subscriptions_due
+                        .map(|due| (due - Utc::now()).to_std().unwrap_or_default());
+                    let next = renewal.map_or(self.poll_interval, |r| r.min(self.poll_interval));
+                    self.schedule(myself, next);
                 }
                 Ok(())
             }

@@ -16,6 +16,7 @@ use crate::providers::klaviyo::KlaviyoConfig;
 use crate::providers::odoo::OdooConfig;
 use crate::providers::pipedrive::PipedriveConfig;
 use crate::providers::salesforce::SalesforceConfig;
+use crate::providers::zoho::ZohoConfig;
 
 /// One configured connection.
 #[derive(Debug, Clone)]
@@ -126,6 +127,7 @@ provider_table! {
     Creatio(CreatioConfig) = "creatio",
     Salesforce(SalesforceConfig) = "salesforce",
     Pipedrive(PipedriveConfig) = "pipedrive",
+    Zoho(ZohoConfig) = "zoho",
 }
 
 impl fmt::Display for ProviderKind {

@@ -8,6 +8,7 @@ mod klaviyo;
 mod odoo;
 mod pipedrive;
 mod salesforce;
+mod zoho;
 
 use std::path::Path;
 use std::time::Duration;
@@ -87,6 +88,7 @@ async fn start(kind: ProviderKind) -> anyhow::Result<Box<dyn DemoCrm>> {
         ProviderKind::Creatio => Box::new(creatio::start().await?),
         ProviderKind::Salesforce => Box::new(salesforce::start().await?),
         ProviderKind::Pipedrive => Box::new(pipedrive::start().await?),
+        ProviderKind::Zoho => Box::new(zoho::start().await?),
     })
 }
 

@@ -9,6 +9,7 @@ pub mod klaviyo;
 pub mod odoo;
 pub mod pipedrive;
 pub mod salesforce;
+pub mod zoho;
 
 use std::sync::Arc;
 use std::time::Duration;
