@@ -5,7 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use crmsyncd::config::{CONFIG_PATH_ENV, Config, DEFAULT_CONFIG_PATH};
+use crmsyncd::config::{CONFIG_PATH_ENV, Config, DEFAULT_CONFIG_PATH, ProviderKind};
 use crmsyncd::demo::CrmSelection;
 use crmsyncd::{AppHandle, Application, telemetry};
 
@@ -28,7 +28,7 @@ enum Command {
         #[arg(long, env = CONFIG_PATH_ENV, default_value = DEFAULT_CONFIG_PATH)]
         config: PathBuf,
     },
-    /// Run against local CRM simulators (HubSpot and Odoo unless --crm says otherwise), with nothing to configure.
+    /// Run against local simulators of every CRM (or those --crm names), with nothing to configure.
     Demo {
         /// Stop after this many seconds (default: run until Ctrl-C).
         #[arg(long)]
@@ -91,7 +91,7 @@ async fn run(command: Command) -> anyhow::Result<()> {
             result
         }
         Command::Demo { seconds, crm } => {
-            let crms = crm.map_or_else(|| crmsyncd::demo::DEFAULT_CRMS.to_vec(), |c| c.0);
+            let crms = crm.map_or_else(|| ProviderKind::ALL.to_vec(), |c| c.0);
             crmsyncd::demo::run(&crms, seconds).await
         }
         Command::Migrate { config } => {

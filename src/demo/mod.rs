@@ -23,9 +23,6 @@ use tokio::task::JoinHandle;
 use crate::config::ProviderKind;
 use crate::{Application, Config};
 
-/// The CRMs `demo` runs unless told otherwise.
-pub const DEFAULT_CRMS: &[ProviderKind] = &[ProviderKind::HubSpot, ProviderKind::Odoo];
-
 /// One CRM in the demo: its simulator, seeded, and what the daemon needs to reach it.
 #[async_trait]
 trait DemoCrm: Send + Sync {
