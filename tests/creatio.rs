@@ -19,7 +19,7 @@ use crmsyncd_sim::creatio::{CreatioSim, CreatioSimConfig, format_time};
 use crmsyncd_sim::oauth::OAuthSimConfig;
 use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::{Map, Value, json};
-use support::{TestApp, on_each_database, spawn_app, wait_for, wait_until_ok};
+use support::{TestApp, get_write, on_each_database, post_write, spawn_app, wait_for, wait_until_ok};
 
 const API_TOKEN: &str = "api-token-for-tests";
 /// 32 bytes, base64: seals OAuth tokens in the database.
@@ -251,31 +251,6 @@ async fn every_webhook_is_refused_with_401_because_creatio_sends_none_and_nothin
     .await;
 }
 
-async fn post_write(client: &reqwest::Client, app: &TestApp, key: &str, body: &Value) -> (u16, Value) {
-    let r = client
-        .post(app.url("/v1/connections/creatio/writes"))
-        .bearer_auth(API_TOKEN)
-        .header("idempotency-key", key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn get_write(client: &reqwest::Client, app: &TestApp, id: i64) -> Value {
-    client
-        .get(app.url(&format!("/v1/writes/{id}")))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_create_exactly_once_under_a_fault_storm_and_repeated_calls() {
     on_each_database(|db| async move {
@@ -308,10 +283,24 @@ async fn pushes_create_exactly_once_under_a_fault_storm_and_repeated_calls() {
         let mut ids = Vec::new();
         for i in 0..8 {
             let body = json!({"object": "Contact", "properties": {"Name": format!("Pushed {i}"), "JobTitle": "Buyer"}});
-            let (status, answer) = post_write(&client, &app, &format!("creatio-key-{i}"), &body).await;
+            let (status, answer) = post_write(
+                &client,
+                &app.url("/v1/connections/creatio/writes"),
+                API_TOKEN,
+                &format!("creatio-key-{i}"),
+                &body,
+            )
+            .await;
             assert_eq!(status, 202, "{answer}");
             // The same call again: the same write, not a second one.
-            let (again, answer2) = post_write(&client, &app, &format!("creatio-key-{i}"), &body).await;
+            let (again, answer2) = post_write(
+                &client,
+                &app.url("/v1/connections/creatio/writes"),
+                API_TOKEN,
+                &format!("creatio-key-{i}"),
+                &body,
+            )
+            .await;
             assert_eq!(again, 202);
             assert_eq!(answer["id"], answer2["id"]);
             ids.push(answer["id"].as_i64().unwrap());
@@ -319,18 +308,32 @@ async fn pushes_create_exactly_once_under_a_fault_storm_and_repeated_calls() {
         // A write that matches a row already in Creatio by Email updates it.
         let matched =
             json!({"object": "Contact", "match": {"Email": "known@example.com"}, "properties": {"JobTitle": "CFO"}});
-        let (status, answer) = post_write(&client, &app, "creatio-match", &matched).await;
+        let (status, answer) = post_write(
+            &client,
+            &app.url("/v1/connections/creatio/writes"),
+            API_TOKEN,
+            "creatio-match",
+            &matched,
+        )
+        .await;
         assert_eq!(status, 202, "{answer}");
         ids.push(answer["id"].as_i64().unwrap());
         // A column Creatio does not have: dead-lettered with Creatio's message, never retried forever.
         let bad = json!({"object": "Contact", "properties": {"NoSuchColumn": "x"}});
-        let (_, answer) = post_write(&client, &app, "creatio-bad", &bad).await;
+        let (_, answer) = post_write(
+            &client,
+            &app.url("/v1/connections/creatio/writes"),
+            API_TOKEN,
+            "creatio-bad",
+            &bad,
+        )
+        .await;
         let bad_id = answer["id"].as_i64().unwrap();
 
         wait_for("every write to be done", Duration::from_secs(60), || async {
             let mut done = 0;
             for id in &ids {
-                if get_write(&client, &app, *id).await["status"] == "done" {
+                if get_write(&client, &app, API_TOKEN, *id).await["status"] == "done" {
                     done += 1;
                 }
             }
@@ -338,11 +341,11 @@ async fn pushes_create_exactly_once_under_a_fault_storm_and_repeated_calls() {
         })
         .await;
         wait_for("the bad write to be dead", Duration::from_secs(30), || async {
-            get_write(&client, &app, bad_id).await["status"] == "dead"
+            get_write(&client, &app, API_TOKEN, bad_id).await["status"] == "dead"
         })
         .await;
         sim.set_faults(Faults::none());
-        let dead = get_write(&client, &app, bad_id).await;
+        let dead = get_write(&client, &app, API_TOKEN, bad_id).await;
         assert!(
             dead["last_error"].as_str().unwrap().contains("does not exist on type"),
             "{dead}"
@@ -411,7 +414,14 @@ async fn the_quota_is_never_exceeded_under_pull_sweep_login_and_push_load() {
         let mut ids = Vec::new();
         for i in 0..12 {
             let body = json!({"object": "Contact", "properties": {"Name": format!("Quota {i}")}});
-            let (status, answer) = post_write(&client, &app, &format!("quota-{i}"), &body).await;
+            let (status, answer) = post_write(
+                &client,
+                &app.url("/v1/connections/creatio/writes"),
+                API_TOKEN,
+                &format!("quota-{i}"),
+                &body,
+            )
+            .await;
             assert_eq!(status, 202, "{answer}");
             ids.push(answer["id"].as_i64().unwrap());
         }
@@ -419,7 +429,7 @@ async fn the_quota_is_never_exceeded_under_pull_sweep_login_and_push_load() {
         wait_for("the pull and the pushes to finish", Duration::from_secs(60), || async {
             let mut done = 0;
             for id in &ids {
-                if get_write(&client, &app, *id).await["status"] == "done" {
+                if get_write(&client, &app, API_TOKEN, *id).await["status"] == "done" {
                     done += 1;
                 }
             }

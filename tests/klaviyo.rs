@@ -5,7 +5,6 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -17,7 +16,7 @@ use crmsyncd_sim::klaviyo::{KlaviyoSim, KlaviyoSimConfig, PROFILES, SUBSCRIBED_T
 use crmsyncd_sim::oauth::OAuthSimConfig;
 use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::{Map, Value, json};
-use support::{TestApp, on_each_database, spawn_app, wait_for, wait_until_ok};
+use support::{CREDENTIALS_KEY, TestApp, get_write, on_each_database, post_write, spawn_app, wait_for, wait_until_ok};
 
 const API_TOKEN: &str = "api-token-for-klaviyo-tests";
 /// A generous budget for tests that are not about the rate limit.
@@ -269,31 +268,6 @@ async fn webhooks_are_accepted_once_and_every_refusal_has_its_status_and_stores_
     .await;
 }
 
-async fn post_write(client: &reqwest::Client, url: &str, key: &str, body: &Value) -> (u16, Value) {
-    let r = client
-        .post(url)
-        .bearer_auth(API_TOKEN)
-        .header("idempotency-key", key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn get_write(client: &reqwest::Client, app: &TestApp, id: i64) -> Value {
-    client
-        .get(app.url(&format!("/v1/writes/{id}")))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_create_each_profile_once_under_a_fault_storm_and_repeated_calls() {
     on_each_database(|db| async move {
@@ -321,9 +295,9 @@ async fn pushes_create_each_profile_once_under_a_fault_storm_and_repeated_calls(
                 json!({"object": PROFILES, "match": {"email": format!("w{i}@example.com")}, "properties": {"first_name": format!("W{i}")}})
             };
             let key = format!("kl-key-{i}");
-            let (status, answer) = post_write(&client, &url, &key, &body).await;
+            let (status, answer) = post_write(&client, &url, API_TOKEN, &key, &body).await;
             assert_eq!(status, 202, "{answer}");
-            let (again, answer2) = post_write(&client, &url, &key, &body).await;
+            let (again, answer2) = post_write(&client, &url, API_TOKEN, &key, &body).await;
             assert_eq!(again, 202);
             assert_eq!(answer["id"], answer2["id"], "the same key is the same write");
             writes.push(answer["id"].as_i64().unwrap());
@@ -331,7 +305,7 @@ async fn pushes_create_each_profile_once_under_a_fault_storm_and_repeated_calls(
         wait_for("every write to be done", Duration::from_secs(25), || async {
             let mut done = 0;
             for id in &writes {
-                if get_write(&client, &app, *id).await["status"] == "done" {
+                if get_write(&client, &app, API_TOKEN, *id).await["status"] == "done" {
                     done += 1;
                 }
             }
@@ -351,19 +325,19 @@ async fn pushes_create_each_profile_once_under_a_fault_storm_and_repeated_calls(
         assert_eq!(truth.len(), 16);
         let pro = truth.iter().find(|p| p.attributes["external_id"] == "kl-key-0").unwrap();
         assert_eq!(pro.attributes["properties"]["plan"], "pro", "custom keys land in properties");
-        let done = get_write(&client, &app, writes[0]).await;
+        let done = get_write(&client, &app, API_TOKEN, writes[0]).await;
         assert_eq!(done["remote_id"], pro.id.as_str(), "the write records Klaviyo's profile id");
 
         // A write whose identifiers name two different profiles: Klaviyo's 409, dead-lettered with its message.
         let conflict = json!({"object": PROFILES, "match": {"email": "w1@example.com"}, "properties": {"external_id": "kl-key-0"}});
-        let (status, answer) = post_write(&client, &url, "kl-conflict", &conflict).await;
+        let (status, answer) = post_write(&client, &url, API_TOKEN, "kl-conflict", &conflict).await;
         assert_eq!(status, 202);
         let id = answer["id"].as_i64().unwrap();
         wait_for("the conflicting write to be dead", Duration::from_secs(10), || async {
-            get_write(&client, &app, id).await["status"] == "dead"
+            get_write(&client, &app, API_TOKEN, id).await["status"] == "dead"
         })
         .await;
-        let dead = get_write(&client, &app, id).await;
+        let dead = get_write(&client, &app, API_TOKEN, id).await;
         assert!(dead["last_error"].as_str().unwrap().contains("duplicate_profile"), "{dead}");
         assert_eq!(sim.records().len(), 16, "the conflict created nothing");
         app.stop().await.unwrap();
@@ -396,6 +370,7 @@ async fn pull_push_and_webhook_load_never_exceeds_the_burst_or_the_steady_window
             let (status, answer) = post_write(
                 &client,
                 &app.url("/v1/connections/kl/writes"),
+                API_TOKEN,
                 &format!("load-{i}"),
                 &body,
             )
@@ -412,7 +387,7 @@ async fn pull_push_and_webhook_load_never_exceeds_the_burst_or_the_steady_window
         wait_for("the pull and the writes to finish", Duration::from_secs(25), || async {
             let mut done = 0;
             for id in &writes {
-                if get_write(&client, &app, *id).await["status"] == "done" {
+                if get_write(&client, &app, API_TOKEN, *id).await["status"] == "done" {
                     done += 1;
                 }
             }
@@ -502,29 +477,5 @@ async fn an_oauth_connection_refreshes_expired_tokens_and_parks_when_the_grant_i
 
 /// The daemon with `connections` and a credentials key, which OAuth connections need to seal rotated tokens.
 async fn spawn_with_credentials_key(db: &TestDatabase, connections: &str) -> TestApp {
-    let port = support::free_port();
-    let text = format!(
-        r#"
-[http]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-
-[database]
-url = "{url}"
-credentials_key = "{key}"
-
-[supervisor]
-min_backoff = "100ms"
-max_backoff = "2s"
-max_restarts = 5
-healthy_after = "60s"
-shutdown_grace = "5s"
-
-{connections}
-"#,
-        url = db.url,
-        key = "ab".repeat(32)
-    );
-    let config = crmsyncd::Config::parse(&text, Path::new("test.toml"), &|_| None).unwrap_or_else(|e| panic!("{e}"));
-    support::start(config).await
+    support::spawn_app_with_database(db, connections, "", &format!("credentials_key = \"{CREDENTIALS_KEY}\"")).await
 }

@@ -14,8 +14,8 @@ use crmsyncd_entities::webhook_events;
 use crmsyncd_sim::Faults;
 use crmsyncd_sim::pipedrive::{KEY_FIELD, PipedriveSim, PipedriveSimConfig, WebhookAction, fields};
 use sea_orm::{EntityTrait, PaginatorTrait};
-use serde_json::{Value, json};
-use support::{TestApp, on_each_database, spawn_app, wait_for, wait_until_ok};
+use serde_json::json;
+use support::{TestApp, get_write, on_each_database, post_write, spawn_app, wait_for, wait_until_ok};
 
 const API_TOKEN: &str = "api-token-for-tests";
 const HOOK_USER: &str = "pd-hook-user";
@@ -372,31 +372,6 @@ async fn every_webhook_answer_matches_the_table_and_refusals_store_nothing() {
     .await;
 }
 
-async fn post_write(client: &reqwest::Client, url: &str, key: &str, body: &Value) -> (u16, Value) {
-    let response = client
-        .post(url)
-        .bearer_auth(API_TOKEN)
-        .header("idempotency-key", key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn get_write(client: &reqwest::Client, app: &TestApp, id: i64) -> Value {
-    client
-        .get(app.url(&format!("/v1/writes/{id}")))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_create_exactly_once_under_a_fault_storm_lost_answers_and_a_lagging_index() {
     on_each_database(|db| async move {
@@ -442,22 +417,22 @@ async fn pushes_create_exactly_once_under_a_fault_storm_lost_answers_and_a_laggi
             };
             let body = json!({"object": object, "properties": properties});
             let key = format!("pd-key-{i}");
-            let (status, answer) = post_write(&client, &url, &key, &body).await;
+            let (status, answer) = post_write(&client, &url, API_TOKEN, &key, &body).await;
             assert_eq!(status, 202, "{answer}");
             // The same key and body again: the same write, not a second one.
-            let (again, answer2) = post_write(&client, &url, &key, &body).await;
+            let (again, answer2) = post_write(&client, &url, API_TOKEN, &key, &body).await;
             assert_eq!(again, 202);
             assert_eq!(answer["id"], answer2["id"]);
             writes.push((object, key, answer["id"].as_i64().unwrap()));
         }
         // The same key with another body: 422.
-        let (conflict, _) = post_write(&client, &url, "pd-key-0", &json!({"object": "persons", "properties": {"name": "Other"}})).await;
+        let (conflict, _) = post_write(&client, &url, API_TOKEN, "pd-key-0", &json!({"object": "persons", "properties": {"name": "Other"}})).await;
         assert_eq!(conflict, 422);
 
         wait_for("every write to be done", Duration::from_secs(45), || async {
             let mut done = 0;
             for (_, _, id) in &writes {
-                if get_write(&client, &app, *id).await["status"] == "done" {
+                if get_write(&client, &app, API_TOKEN, *id).await["status"] == "done" {
                     done += 1;
                 }
             }
@@ -469,7 +444,7 @@ async fn pushes_create_exactly_once_under_a_fault_storm_lost_answers_and_a_laggi
         assert!(lost >= 4, "answers were lost: {lost}");
         for (object, key, id) in &writes {
             assert_eq!(sim.creates_with(object, KEY_FIELD, key), 1, "{key} created exactly once");
-            let write = get_write(&client, &app, *id).await;
+            let write = get_write(&client, &app, API_TOKEN, *id).await;
             let remote: u64 = write["remote_id"].as_str().unwrap().parse().unwrap();
             let record = sim.records(object).into_iter().find(|r| r.id == remote).expect("the written record");
             assert_eq!(record.data["custom_fields"][KEY_FIELD], key.as_str(), "{key} holds its key");
@@ -510,7 +485,7 @@ async fn the_two_second_windows_are_never_exceeded_under_pull_push_and_webhook_l
         for (i, id) in ids.iter().take(8).enumerate() {
             let body = json!({"object": "persons", "match": {"email": format!("person{id}@example.com")}, "properties": {"name": format!("Load {i}")}});
             let (status, answer) =
-                post_write(&client, &app.url("/v1/connections/pd/writes"), &format!("load-{i}"), &body).await;
+                post_write(&client, &app.url("/v1/connections/pd/writes"), API_TOKEN, &format!("load-{i}"), &body).await;
             assert_eq!(status, 202);
             writes.push(answer["id"].as_i64().unwrap());
             let event = sim.event(WebhookAction::Change, "persons", ids[100 + i]);
@@ -521,7 +496,7 @@ async fn the_two_second_windows_are_never_exceeded_under_pull_push_and_webhook_l
             let pulled = store.records("pd", "persons").await.unwrap().len() >= 1_500;
             let mut done = true;
             for id in &writes {
-                done &= get_write(&client, &app, *id).await["status"] == "done";
+                done &= get_write(&client, &app, API_TOKEN, *id).await["status"] == "done";
             }
             pulled && done
         })

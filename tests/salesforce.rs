@@ -6,11 +6,9 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::path::Path;
 use std::time::Duration;
 
 use chrono::Utc;
-use crmsyncd::Config;
 use crmsyncd::metrics::ConnectionState;
 use crmsyncd::store::Store;
 use crmsyncd::testing::TestDatabase;
@@ -20,13 +18,10 @@ use crmsyncd_sim::oauth::OAuthSimConfig;
 use crmsyncd_sim::salesforce::{SalesforceSim, SalesforceSimConfig};
 use sea_orm::{EntityTrait, PaginatorTrait};
 use serde_json::{Value, json};
-use support::{TestApp, free_port, on_each_database, wait_for, wait_until_ok};
+use support::{CREDENTIALS_KEY, TestApp, get_write, on_each_database, post_write, wait_for, wait_until_ok};
 
 const HOOK_TOKEN: &str = "sf-hook-token";
 const API_TOKEN: &str = "api-token-for-tests";
-/// 32 bytes, base64: the key that seals stored OAuth tokens.
-const CREDENTIALS_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
-
 /// A `[[connection]]` table for `sim`. `base_url` leads nowhere on purpose: only the token answer's
 /// `instance_url` reaches the org, as with a real My Domain login.
 fn salesforce_connection(id: &str, sim: &SalesforceSim, objects: &[&str], refresh_token: &str, extra: &str) -> String {
@@ -56,31 +51,13 @@ oauth = {{ token_url = "{token_url}", client_id = "sf-client-id", client_secret 
 
 /// Starts the daemon on `db` with the credentials key OAuth needs, the API enabled and `connections`.
 async fn spawn(db: &TestDatabase, connections: &str) -> TestApp {
-    let port = free_port();
-    let text = format!(
-        r#"
-[http]
-listen = "127.0.0.1:{port}"
-public_url = "http://127.0.0.1:{port}"
-api_token = "{API_TOKEN}"
-
-[database]
-url = "{url}"
-credentials_key = "{CREDENTIALS_KEY}"
-
-[supervisor]
-min_backoff = "100ms"
-max_backoff = "2s"
-max_restarts = 5
-healthy_after = "60s"
-shutdown_grace = "5s"
-
-{connections}
-"#,
-        url = db.url
-    );
-    let config = Config::parse(&text, Path::new("test.toml"), &|_| None).unwrap_or_else(|e| panic!("{e}"));
-    support::start(config).await
+    support::spawn_app_with_database(
+        db,
+        connections,
+        &format!("api_token = \"{API_TOKEN}\""),
+        &format!("credentials_key = \"{CREDENTIALS_KEY}\""),
+    )
+    .await
 }
 
 /// The simulator with a one-second getDeleted step, so deletes show within a second rather than a minute.
@@ -336,31 +313,6 @@ async fn outbound_messages_are_acknowledged_once_stored_and_refusals_store_nothi
     .await;
 }
 
-async fn post_write(client: &reqwest::Client, app: &TestApp, key: &str, body: &Value) -> (u16, Value) {
-    let r = client
-        .post(app.url("/v1/connections/sf/writes"))
-        .bearer_auth(API_TOKEN)
-        .header("idempotency-key", key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
-async fn write_status(client: &reqwest::Client, app: &TestApp, id: i64) -> Value {
-    client
-        .get(app.url(&format!("/v1/writes/{id}")))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap_or(Value::Null)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_create_exactly_once_under_a_fault_storm_and_repeated_calls() {
     on_each_database(|db| async move {
@@ -388,9 +340,23 @@ async fn pushes_create_exactly_once_under_a_fault_storm_and_repeated_calls() {
         let mut ids = Vec::new();
         for i in 0..20 {
             let body = json!({"object": "Account", "properties": {"Name": format!("Pushed {i}")}});
-            let (status, answer) = post_write(&client, &app, &format!("sf-key-{i}"), &body).await;
+            let (status, answer) = post_write(
+                &client,
+                &app.url("/v1/connections/sf/writes"),
+                API_TOKEN,
+                &format!("sf-key-{i}"),
+                &body,
+            )
+            .await;
             assert_eq!(status, 202, "{answer}");
-            let (again, repeat) = post_write(&client, &app, &format!("sf-key-{i}"), &body).await;
+            let (again, repeat) = post_write(
+                &client,
+                &app.url("/v1/connections/sf/writes"),
+                API_TOKEN,
+                &format!("sf-key-{i}"),
+                &body,
+            )
+            .await;
             assert_eq!(
                 (again, &repeat["id"]),
                 (202, &answer["id"]),
@@ -400,7 +366,7 @@ async fn pushes_create_exactly_once_under_a_fault_storm_and_repeated_calls() {
         }
         wait_for("every write to be done", Duration::from_secs(60), || async {
             for id in &ids {
-                if write_status(&client, &app, *id).await["status"] != "done" {
+                if get_write(&client, &app, API_TOKEN, *id).await["status"] != "done" {
                     return false;
                 }
             }
@@ -416,7 +382,7 @@ async fn pushes_create_exactly_once_under_a_fault_storm_and_repeated_calls() {
                 1,
                 "write {i} created once"
             );
-            let write = write_status(&client, &app, *id).await;
+            let write = get_write(&client, &app, API_TOKEN, *id).await;
             let record = records
                 .iter()
                 .find(|r| r.fields.get("Crmsyncd_Key__c").and_then(Value::as_str) == Some(key.as_str()))
@@ -461,7 +427,18 @@ async fn the_org_api_allocation_is_never_exceeded_under_pull_push_and_webhook_lo
         let hook = app.url(&format!("/webhooks/sf?token={HOOK_TOKEN}"));
         for (i, id) in ids.iter().take(15).enumerate() {
             let body = json!({"object": "Account", "properties": {"Name": format!("Load {i}")}});
-            assert_eq!(post_write(&client, &app, &format!("load-{i}"), &body).await.0, 202);
+            assert_eq!(
+                post_write(
+                    &client,
+                    &app.url("/v1/connections/sf/writes"),
+                    API_TOKEN,
+                    &format!("load-{i}"),
+                    &body
+                )
+                .await
+                .0,
+                202
+            );
             let notifications = sim.notifications("Account", std::slice::from_ref(id), &["Name"]);
             assert!(sim.deliver(&hook, &notifications).await.unwrap().acked);
         }

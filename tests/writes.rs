@@ -8,7 +8,7 @@ use crmsyncd_sim::Faults;
 use crmsyncd_sim::hubspot::{HubSpotSim, HubSpotSimConfig};
 use crmsyncd_sim::odoo::{OdooSim, OdooSimConfig};
 use serde_json::{Value, json};
-use support::{hubspot_connection, odoo_connection, on_each_database, spawn_app, wait_for};
+use support::{get_write, hubspot_connection, odoo_connection, on_each_database, post_write, spawn_app, wait_for};
 
 const TOKEN: &str = "api-token-for-tests";
 
@@ -16,44 +16,18 @@ fn api_line() -> String {
     format!("api_token = \"{TOKEN}\"")
 }
 
-async fn post_write(client: &reqwest::Client, url: &str, key: &str, body: &Value) -> (u16, Value) {
-    let r = client
-        .post(url)
-        .bearer_auth(TOKEN)
-        .header("idempotency-key", key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = r.status().as_u16();
-    (status, r.json().await.unwrap_or(Value::Null))
-}
-
 /// Waits until every write in `ids` reports status "done".
 async fn wait_all_done(client: &reqwest::Client, app: &support::TestApp, ids: &[i64]) {
     wait_for("every write to be done", Duration::from_secs(60), || async {
         let mut done = 0;
         for id in ids {
-            if get_write(client, app, *id).await["status"] == "done" {
+            if get_write(client, app, TOKEN, *id).await["status"] == "done" {
                 done += 1;
             }
         }
         done == ids.len()
     })
     .await;
-}
-
-/// `GET /v1/writes/{id}`.
-async fn get_write(client: &reqwest::Client, app: &support::TestApp, id: i64) -> Value {
-    client
-        .get(app.url(&format!("/v1/writes/{id}")))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
 }
 
 /// A HubSpot simulator and a daemon with one connection "hs" to it and the API enabled.
@@ -89,16 +63,16 @@ async fn hubspot_writes_create_exactly_once_under_faults_and_repeats() {
         let mut ids = Vec::new();
         for i in 0..20 {
             let body = json!({"object": "contacts", "match": {"email": format!("w{i}@example.com")}, "properties": {"firstname": format!("W{i}")}});
-            let (status, answer) = post_write(&client, &url, &format!("key-{i}"), &body).await;
+            let (status, answer) = post_write(&client, &url, TOKEN, &format!("key-{i}"), &body).await;
             assert_eq!(status, 202, "{answer}");
             // The same key and body again: the same answer, no second write.
-            let (again, answer2) = post_write(&client, &url, &format!("key-{i}"), &body).await;
+            let (again, answer2) = post_write(&client, &url, TOKEN, &format!("key-{i}"), &body).await;
             assert_eq!(again, 202);
             assert_eq!(answer["id"], answer2["id"]);
             ids.push(answer["id"].as_i64().unwrap());
         }
         // The same key with another body: 422.
-        let (status, _) = post_write(&client, &url, "key-0", &json!({"object": "contacts", "match": {"email": "other@example.com"}, "properties": {}})).await;
+        let (status, _) = post_write(&client, &url, TOKEN, "key-0", &json!({"object": "contacts", "match": {"email": "other@example.com"}, "properties": {}})).await;
         assert_eq!(status, 422);
 
         wait_all_done(&client, &app, &ids).await;
@@ -129,7 +103,7 @@ async fn odoo_writes_create_exactly_once_under_faults() {
         let mut ids = Vec::new();
         for i in 0..15 {
             let body = json!({"object": "res.partner", "properties": {"name": format!("P{i}")}});
-            let (status, answer) = post_write(&client, &url, &format!("odoo-key-{i}"), &body).await;
+            let (status, answer) = post_write(&client, &url, TOKEN, &format!("odoo-key-{i}"), &body).await;
             assert_eq!(status, 202, "{answer}");
             ids.push(answer["id"].as_i64().unwrap());
         }
@@ -156,10 +130,10 @@ async fn rejected_write_is_dead_lettered_with_the_crms_message_and_can_be_replay
     let client = reqwest::Client::new();
     let body =
         json!({"object": "contacts", "match": {"email": "bad@example.com"}, "properties": {"invalid_field": "x"}});
-    let (status, answer) = post_write(&client, &app.url("/v1/connections/hs/writes"), "bad-1", &body).await;
+    let (status, answer) = post_write(&client, &app.url("/v1/connections/hs/writes"), TOKEN, "bad-1", &body).await;
     assert_eq!(status, 202);
     let id = answer["id"].as_i64().unwrap();
-    let get = || get_write(&client, &app, id);
+    let get = || get_write(&client, &app, TOKEN, id);
     wait_for("the write to be dead", Duration::from_secs(20), || async {
         get().await["status"] == "dead"
     })

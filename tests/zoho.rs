@@ -25,7 +25,7 @@ use crmsyncd_sim::oauth::OAuthSimConfig;
 use crmsyncd_sim::zoho::{ZohoSim, ZohoSimConfig, callback_body};
 use sea_orm::{ColumnTrait, EntityTrait, PaginatorTrait, QueryFilter};
 use serde_json::{Map, Value, json};
-use support::{TestApp, on_each_database, wait_for, wait_until_ok};
+use support::{TestApp, get_write, on_each_database, post_write, wait_for, wait_until_ok};
 
 /// 32 bytes, base64: the key that seals OAuth tokens in the database.
 const CREDENTIALS_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
@@ -398,31 +398,6 @@ async fn notifications_are_subscribed_renewed_verified_and_refusals_store_nothin
     .await;
 }
 
-async fn post_write(client: &reqwest::Client, app: &TestApp, key: &str, body: &Value) -> (u16, Value) {
-    let response = client
-        .post(app.url("/v1/connections/zoho/writes"))
-        .bearer_auth(API_TOKEN)
-        .header("idempotency-key", key)
-        .json(body)
-        .send()
-        .await
-        .unwrap();
-    let status = response.status().as_u16();
-    (status, response.json().await.unwrap_or(Value::Null))
-}
-
-async fn write_status(client: &reqwest::Client, app: &TestApp, id: i64) -> Value {
-    client
-        .get(app.url(&format!("/v1/writes/{id}")))
-        .bearer_auth(API_TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pushes_create_exactly_once_under_a_fault_storm_and_repeated_calls() {
     on_each_database(|db| async move {
@@ -445,24 +420,24 @@ async fn pushes_create_exactly_once_under_a_fault_storm_and_repeated_calls() {
         let mut ids = Vec::new();
         for i in 0..12 {
             let body = json!({"object": "Leads", "match": {"Email": format!("w{i}@example.com")}, "properties": {"Last_Name": format!("W{i}")}});
-            let (status, answer) = post_write(&client, &app, &format!("lead-{i}"), &body).await;
+            let (status, answer) = post_write(&client, &app.url("/v1/connections/zoho/writes"), API_TOKEN, &format!("lead-{i}"), &body).await;
             assert_eq!(status, 202, "{answer}");
-            let (again, repeated) = post_write(&client, &app, &format!("lead-{i}"), &body).await;
+            let (again, repeated) = post_write(&client, &app.url("/v1/connections/zoho/writes"), API_TOKEN, &format!("lead-{i}"), &body).await;
             assert_eq!((again, &repeated["id"]), (202, &answer["id"]), "the same key is the same write");
             ids.push(answer["id"].as_i64().unwrap());
         }
         for i in 0..8 {
             let body = json!({"object": "Deals", "properties": {"Deal_Name": format!("D{i}"), "Stage": "Qualification"}});
-            let (status, answer) = post_write(&client, &app, &format!("deal-{i}"), &body).await;
+            let (status, answer) = post_write(&client, &app.url("/v1/connections/zoho/writes"), API_TOKEN, &format!("deal-{i}"), &body).await;
             assert_eq!(status, 202, "{answer}");
             ids.push(answer["id"].as_i64().unwrap());
         }
-        let (conflict, _) = post_write(&client, &app, "lead-0", &json!({"object": "Leads", "properties": {"Last_Name": "Other"}})).await;
+        let (conflict, _) = post_write(&client, &app.url("/v1/connections/zoho/writes"), API_TOKEN, "lead-0", &json!({"object": "Leads", "properties": {"Last_Name": "Other"}})).await;
         assert_eq!(conflict, 422, "the same key with another body");
         wait_for("every write to be done", Duration::from_secs(60), || async {
             let mut done = 0;
             for id in &ids {
-                if write_status(&client, &app, *id).await["status"] == "done" {
+                if get_write(&client, &app, API_TOKEN, *id).await["status"] == "done" {
                     done += 1;
                 }
             }
@@ -478,13 +453,13 @@ async fn pushes_create_exactly_once_under_a_fault_storm_and_repeated_calls() {
             assert_eq!(sim.creates_for("Deals", "crmsyncd_key", &format!("deal-{i}")), 1, "deal {i}");
         }
         // A write Zoho refuses is dead-lettered with Zoho's reason, not retried.
-        let (_, bad) = post_write(&client, &app, "no-name", &json!({"object": "Leads", "properties": {"Email": "x@example.com"}})).await;
+        let (_, bad) = post_write(&client, &app.url("/v1/connections/zoho/writes"), API_TOKEN, "no-name", &json!({"object": "Leads", "properties": {"Email": "x@example.com"}})).await;
         let bad_id = bad["id"].as_i64().unwrap();
         wait_for("the refused write to be dead", Duration::from_secs(20), || async {
-            write_status(&client, &app, bad_id).await["status"] == "dead"
+            get_write(&client, &app, API_TOKEN, bad_id).await["status"] == "dead"
         })
         .await;
-        let dead = write_status(&client, &app, bad_id).await;
+        let dead = get_write(&client, &app, API_TOKEN, bad_id).await;
         assert!(dead["last_error"].as_str().unwrap().contains("MANDATORY_NOT_FOUND"), "{dead}");
         assert_eq!(sim.creates_for("Leads", "crmsyncd_key", "no-name"), 0);
         app.stop().await.unwrap();
@@ -520,7 +495,7 @@ async fn the_credit_window_and_concurrency_limit_hold_under_pull_push_and_notifi
         let client = reqwest::Client::new();
         for i in 0..8 {
             let body = json!({"object": "Leads", "match": {"Email": format!("q{i}@example.com")}, "properties": {"Last_Name": format!("Q{i}")}});
-            assert_eq!(post_write(&client, &app, &format!("q-{i}"), &body).await.0, 202);
+            assert_eq!(post_write(&client, &app.url("/v1/connections/zoho/writes"), API_TOKEN, &format!("q-{i}"), &body).await.0, 202);
         }
         let churn = sim.spawn_churn(Duration::from_millis(200), 2, MODULES.map(String::from).to_vec(), None);
         let store = app.handle.store.clone();

@@ -9,6 +9,7 @@ use std::time::Duration;
 
 use crmsyncd::testing::TestDatabase;
 use crmsyncd::{AppHandle, Application, Config};
+use serde_json::Value;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -53,9 +54,22 @@ pub fn free_port() -> u16 {
         .port()
 }
 
+/// A credentials key (32 bytes, base64) for tests whose connections use OAuth.
+pub const CREDENTIALS_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
 /// Starts the daemon on `db` with `connections` (TOML `[[connection]]` tables) and `http_extra` lines in `[http]`.
 /// Restart backoff is short so supervision tests finish quickly.
 pub async fn spawn_app(db: &TestDatabase, connections: &str, http_extra: &str) -> TestApp {
+    spawn_app_with_database(db, connections, http_extra, "").await
+}
+
+/// [`spawn_app`] with `database_extra` lines in `[database]` (e.g. `credentials_key` for OAuth connections).
+pub async fn spawn_app_with_database(
+    db: &TestDatabase,
+    connections: &str,
+    http_extra: &str,
+    database_extra: &str,
+) -> TestApp {
     let port = free_port();
     let text = format!(
         r#"
@@ -66,6 +80,7 @@ public_url = "http://127.0.0.1:{port}"
 
 [database]
 url = "{url}"
+{database_extra}
 
 [supervisor]
 min_backoff = "100ms"
@@ -96,6 +111,34 @@ pub async fn start(config: Config) -> TestApp {
         stop: Some(tx),
         task: Some(task),
     }
+}
+
+/// `POST {url}` (a `/v1/connections/{id}/writes` URL) with the bearer `token` and `Idempotency-Key: key`: the
+/// status and the JSON answer.
+pub async fn post_write(client: &reqwest::Client, url: &str, token: &str, key: &str, body: &Value) -> (u16, Value) {
+    let response = client
+        .post(url)
+        .bearer_auth(token)
+        .header("idempotency-key", key)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
+}
+
+/// `GET /v1/writes/{id}` with the bearer `token`.
+pub async fn get_write(client: &reqwest::Client, app: &TestApp, token: &str, id: i64) -> Value {
+    client
+        .get(app.url(&format!("/v1/writes/{id}")))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 /// Polls `check` until it returns true or `timeout` passes; panics with `what` on timeout.
