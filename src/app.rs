@@ -17,7 +17,7 @@ use crate::connections::ConnectionFactory;
 use crate::http::{self, HttpState, Surface};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::store::Store;
+use crate::store::{InboxWriter, Store};
 use crate::systemd;
 
 /// A built daemon, listening but not yet serving.
@@ -160,6 +160,7 @@ impl Application {
         let state = Arc::new(HttpState {
             http: self.config.http.clone(),
             store: self.handle.store.clone(),
+            inbox: InboxWriter::spawn(self.handle.store.clone()),
             metrics: self.handle.metrics.clone(),
             registry: self.handle.registry.clone(),
             supervisor: self.handle.supervisor.clone(),

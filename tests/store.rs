@@ -10,7 +10,8 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use crmsyncd::model::{Cursor, RemoteRecord};
 use crmsyncd::store::{
-    Enqueued, NewWebhookEvent, NewWrite, OutboxCounts, PageOutcome, Store, StoreError, StoreOptions,
+    Enqueued, InboxOutcome, InboxWriter, NewWebhookEvent, NewWrite, OutboxCounts, PageOutcome, Store, StoreError,
+    StoreOptions, WebhookBatch,
 };
 use crmsyncd::testing::TestDatabase;
 use crmsyncd_entities::outbox::OutboxStatus;
@@ -662,6 +663,72 @@ async fn redelivered_webhook_event_is_stored_once() {
         assert_eq!(pending[0].body, json!({"eventId": "e1", "objectId": 7}));
         assert_eq!(pending[0].object.as_deref(), Some(OBJ));
         assert_eq!(store.pending_webhook_events(CONN, 2).await.unwrap().len(), 2);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_group_commit_tells_each_request_what_became_of_its_own_events() {
+    on_each_database(|store| async move {
+        store.insert_webhook_events(CONN, &[event("old")]).await.unwrap();
+        let first = [event("old"), event("a1"), event("shared")];
+        let second = [event("shared"), event("b1")];
+        let elsewhere = [event("a1")];
+        let outcomes = store
+            .insert_webhook_batches(&[
+                WebhookBatch { connection: CONN, events: &first },
+                WebhookBatch { connection: CONN, events: &second },
+                WebhookBatch { connection: "odoo", events: &elsewhere },
+            ])
+            .await
+            .unwrap();
+        assert_eq!(
+            outcomes,
+            vec![
+                InboxOutcome { inserted: 2, duplicates: 1 },
+                InboxOutcome { inserted: 1, duplicates: 1 },
+                InboxOutcome { inserted: 1, duplicates: 0 },
+            ],
+            "old was stored before; shared counts for the first request only; ids are per connection"
+        );
+        let pending = store.pending_webhook_events(CONN, 10).await.unwrap();
+        let ids: Vec<&str> = pending.iter().map(|e| e.event_id.as_str()).collect();
+        assert_eq!(ids, vec!["old", "a1", "shared", "b1"]);
+        assert_eq!(store.pending_webhook_events("odoo", 10).await.unwrap().len(), 1);
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn the_inbox_writer_commits_concurrent_requests_and_a_refused_event_fails_alone() {
+    on_each_database(|store| async move {
+        let writer = InboxWriter::spawn(store.clone());
+        // PostgreSQL's jsonb refuses a NUL character, which makes the whole group's transaction fail; SQLite
+        // stores it. Either way every other request must be stored and answered as stored.
+        let mut poison = event("poison");
+        poison.body = json!({"name": "nul\u{0}"});
+        let mut requests = Vec::new();
+        for i in 0..64 {
+            let writer = writer.clone();
+            let events = if i == 17 { vec![poison.clone()] } else { vec![event(&format!("w{i}")), event("dup")] };
+            requests.push(tokio::spawn(async move { (i, writer.insert(CONN, events).await) }));
+        }
+        let mut dup_stored = 0;
+        for request in requests {
+            let (i, outcome) = request.await.unwrap();
+            if i == 17 {
+                assert_eq!(outcome.is_err(), store.backend() == DbBackend::Postgres, "{outcome:?}");
+                continue;
+            }
+            let outcome = outcome.unwrap();
+            assert_eq!(outcome.inserted + outcome.duplicates, 2);
+            assert!(outcome.inserted >= 1, "its own event is new");
+            dup_stored += outcome.inserted - 1;
+        }
+        assert_eq!(dup_stored, 1, "the shared event id is stored once, for one request");
+        let stored = store.pending_webhook_events(CONN, 1000).await.unwrap();
+        let expected = if store.backend() == DbBackend::Postgres { 64 } else { 65 };
+        assert_eq!(stored.len(), expected, "63 own events, dup once, and the poison on SQLite");
     })
     .await;
 }

@@ -24,13 +24,15 @@ use crate::actors::SupervisorMsg;
 use crate::config::HttpConfig;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-use crate::store::Store;
+use crate::store::{InboxWriter, Store};
 use response::Body;
 
 /// What every request handler can reach.
 pub struct HttpState {
     pub http: HttpConfig,
     pub store: Store,
+    /// Group-commits webhook events; see [`crate::store::InboxWriter`].
+    pub inbox: InboxWriter,
     pub metrics: Arc<Metrics>,
     pub registry: Arc<Registry>,
     pub supervisor: ActorRef<SupervisorMsg>,

@@ -127,7 +127,7 @@ pub async fn handle(state: &HttpState, connection: &str, request: Request<Incomi
         Ok(events) => events,
         Err(e) => return respond(state, connection, Refusal::Verify(e)),
     };
-    let outcome = match state.store.insert_webhook_events(connection, &events).await {
+    let outcome = match state.inbox.insert(connection, events).await {
         Ok(outcome) => outcome,
         Err(e) => return respond(state, connection, Refusal::Store(e)),
     };

@@ -28,12 +28,15 @@ pub enum StoreError {
     /// The database is not in the state the migrations leave it in (e.g. the change counter row is missing).
     #[error("unexpected database state: {0}")]
     Inconsistent(String),
+    /// The inbox's group-commit writer has stopped (the daemon is shutting down); nothing was stored.
+    #[error("the inbox writer has stopped")]
+    WriterGone,
 }
 
 impl StoreError {
     /// True when retrying later may succeed: the database is unreachable, busy, locked, or the pool timed out.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_))
+        matches!(self, StoreError::Unavailable(_) | StoreError::WriterGone)
     }
 }
 

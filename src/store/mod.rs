@@ -10,6 +10,7 @@ mod connect;
 mod credentials;
 mod cursors;
 mod error;
+mod group_commit;
 mod hash;
 mod outbox;
 mod records;
@@ -23,10 +24,11 @@ use sea_orm::{
 
 pub use connect::StoreOptions;
 pub use error::{StoreError, is_transient_db_error};
+pub use group_commit::InboxWriter;
 pub use hash::{canonical_json, content_hash};
 pub use outbox::{Enqueued, NewWrite, OutboxCounts, request_hash};
 pub use records::PageOutcome;
-pub use webhooks::{InboxOutcome, NewWebhookEvent};
+pub use webhooks::{InboxOutcome, NewWebhookEvent, WebhookBatch};
 
 /// Rows per statement for batched inserts, updates and `IN (...)` lists: far below SQLite's (32766) and
 /// PostgreSQL's (65535) bind-parameter limits even at 10 parameters a row.

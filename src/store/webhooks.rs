@@ -1,6 +1,8 @@
 //! The webhook inbox: events are stored (and committed) before the webhook is answered, deduplicated on the
 //! CRM's event id, then processed by the connection's actor.
 
+use std::collections::HashSet;
+
 use crmsyncd_entities::webhook_events::{self, WebhookStatus};
 use sea_orm::sea_query::{Expr, ExprTrait, OnConflict, Query};
 use sea_orm::{ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect};
@@ -19,6 +21,13 @@ pub struct NewWebhookEvent {
     pub headers: Value,
     /// This one event's JSON.
     pub body: Value,
+}
+
+/// One webhook request's events, as [`Store::insert_webhook_batches`] takes them.
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookBatch<'a> {
+    pub connection: &'a str,
+    pub events: &'a [NewWebhookEvent],
 }
 
 /// What [`Store::insert_webhook_events`] stored.
@@ -80,6 +89,73 @@ impl Store {
             inserted,
             duplicates: events.len() - inserted,
         })
+    }
+
+    /// Stores several requests' events in one transaction (group commit) and tells each request what became of
+    /// its own events. An event id repeated across requests in the batch counts as stored for the first request
+    /// that carries it and as a duplicate for the others, as it would had they come one after the other.
+    pub async fn insert_webhook_batches(&self, requests: &[WebhookBatch<'_>]) -> Result<Vec<InboxOutcome>, StoreError> {
+        let received_at = now();
+        let rows: Vec<(&str, &NewWebhookEvent)> = requests
+            .iter()
+            .flat_map(|r| r.events.iter().map(move |e| (r.connection, e)))
+            .collect();
+        let mut stored: HashSet<(String, String)> = HashSet::with_capacity(rows.len());
+        let txn = self.begin_write().await?;
+        for chunk in rows.chunks(BATCH) {
+            let mut insert = Query::insert();
+            insert.into_table(webhook_events::Entity).columns([
+                webhook_events::Column::ConnectionId,
+                webhook_events::Column::EventId,
+                webhook_events::Column::Object,
+                webhook_events::Column::Headers,
+                webhook_events::Column::Body,
+                webhook_events::Column::Status,
+                webhook_events::Column::Attempts,
+                webhook_events::Column::ReceivedAt,
+            ]);
+            for (connection, event) in chunk {
+                insert.values_panic([
+                    (*connection).into(),
+                    event.event_id.as_str().into(),
+                    event.object.clone().into(),
+                    event.headers.clone().into(),
+                    event.body.clone().into(),
+                    WebhookStatus::Received.into(),
+                    0i32.into(),
+                    received_at.into(),
+                ]);
+            }
+            insert
+                .on_conflict(
+                    OnConflict::columns([webhook_events::Column::ConnectionId, webhook_events::Column::EventId])
+                        .do_nothing()
+                        .to_owned(),
+                )
+                .returning(Query::returning().columns([
+                    webhook_events::Column::ConnectionId,
+                    webhook_events::Column::EventId,
+                ]));
+            for row in txn.query_all(&insert).await? {
+                stored.insert((row.try_get_by_index(0)?, row.try_get_by_index(1)?));
+            }
+        }
+        txn.commit().await?;
+        Ok(requests
+            .iter()
+            .map(|request| {
+                let mut outcome = InboxOutcome::default();
+                for event in request.events {
+                    // Taking the key out credits a stored event to its first request only.
+                    if stored.remove(&(request.connection.to_string(), event.event_id.clone())) {
+                        outcome.inserted += 1;
+                    } else {
+                        outcome.duplicates += 1;
+                    }
+                }
+                outcome
+            })
+            .collect())
     }
 
     /// Up to `limit` of the connection's events still to process (status `received`), oldest first.
