@@ -153,7 +153,11 @@ async fn rotated_refresh_tokens_are_sealed_and_used_after_a_restart() {
         .await;
         assert_eq!(issuer.refreshes(), 2);
         assert_eq!(issuer.refused(), 0, "the spent refresh token was never presented again");
-        assert_eq!(app.handle.metrics.current_state("hs"), Some(ConnectionState::Idle));
+        // The pass that stored them may still be finishing: the connection must settle idle, not park.
+        wait_for("the connection to settle idle", Duration::from_secs(20), || async {
+            app.handle.metrics.current_state("hs") == Some(ConnectionState::Idle)
+        })
+        .await;
         app.stop().await.unwrap();
         sim.shutdown().await;
         db
@@ -199,7 +203,11 @@ async fn a_refused_grant_parks_the_connection_until_it_is_reauthorised() {
             live_records(&app).await == 15
         })
         .await;
-        assert_eq!(app.handle.metrics.current_state("hs"), Some(ConnectionState::Idle));
+        // The pass that stored them may still be finishing: the connection must settle idle, not park.
+        wait_for("the connection to settle idle", Duration::from_secs(20), || async {
+            app.handle.metrics.current_state("hs") == Some(ConnectionState::Idle)
+        })
+        .await;
         app.stop().await.unwrap();
         sim.shutdown().await;
         db
