@@ -54,6 +54,13 @@ impl TestDatabase {
     /// instead when `CRMSYNCD_REQUIRE_POSTGRES=1`).
     pub async fn postgres() -> Option<TestDatabase> {
         let server = std::env::var(POSTGRES_URL_ENV).unwrap_or_else(|_| DEFAULT_POSTGRES_URL.to_owned());
+        Self::postgres_at(&server).await
+    }
+
+    /// As [`TestDatabase::postgres`], on the server at `server` (a URL whose path names a database to connect to
+    /// while creating the new one; its query, such as `host=/var/run/postgresql` for a Unix socket, is kept).
+    pub async fn postgres_at(server: &str) -> Option<TestDatabase> {
+        let server = server.to_owned();
         let required = std::env::var(REQUIRE_POSTGRES_ENV).is_ok_and(|v| v == "1");
         let admin = match connect_admin(&server).await {
             Ok(admin) => admin,

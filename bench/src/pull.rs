@@ -1,0 +1,243 @@
+//! Scenario 2, pull throughput: one connection syncing a large object from a simulator with its rate limit off,
+//! into SQLite or PostgreSQL. The daemon is the real release binary, run as a child process so that its peak
+//! memory is its own (the simulator's copy of the data lives in this process). The ceiling, measured in the same
+//! run on a fresh database, is the store's bare bulk upsert of the same records in pages of the same size.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use chrono::{TimeZone, Utc};
+use crmsyncd::model::{Cursor, RemoteRecord};
+use crmsyncd::store::Store;
+use crate::db::Db;
+use crmsyncd_sim::hubspot::{HubSpotSim, HubSpotSimConfig};
+use crmsyncd_sim::odoo::{OdooSim, OdooSimConfig};
+use serde_json::Value;
+
+/// Which simulator the connection pulls from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Crm {
+    HubSpot,
+    Odoo,
+}
+
+impl Crm {
+    pub fn name(self) -> &'static str {
+        match self {
+            Crm::HubSpot => "hubspot",
+            Crm::Odoo => "odoo",
+        }
+    }
+
+    /// Records per request: HubSpot's search answers at most 200; Odoo's `search_read` takes any limit.
+    fn page_size(self) -> usize {
+        match self {
+            Crm::HubSpot => 200,
+            Crm::Odoo => 1000,
+        }
+    }
+}
+
+/// One run's figures.
+#[derive(Debug, Clone)]
+pub struct PullRun {
+    pub records: usize,
+    /// Records per second from the daemon's start until every record was stored.
+    pub daemon_rate: f64,
+    /// The bare bulk upsert's rows per second, same records and page size.
+    pub ceiling_rate: f64,
+    /// The daemon's peak resident memory (VmHWM), in bytes.
+    pub peak_rss: u64,
+}
+
+/// The crmsyncd release binary beside this one (`cargo build --release` puts both in `target/release`).
+fn daemon_binary() -> anyhow::Result<PathBuf> {
+    let me = std::env::current_exe()?;
+    let path = me.with_file_name("crmsyncd");
+    anyhow::ensure!(
+        path.exists(),
+        "{} is missing: run `cargo build --release --bin crmsyncd` first",
+        path.display()
+    );
+    Ok(path)
+}
+
+pub async fn measure(crm: Crm, db: Db, records: usize) -> anyhow::Result<PullRun> {
+    let binary = daemon_binary()?;
+    let (base_url, truth, _hubspot, _odoo) = match crm {
+        Crm::HubSpot => {
+            let sim = HubSpotSim::start(HubSpotSimConfig::default()).await?;
+            sim.seed("contacts", records, None);
+            let truth: Vec<RemoteRecord> = sim
+                .records("contacts")
+                .into_iter()
+                .map(|r| RemoteRecord {
+                    remote_id: r.id,
+                    updated_at: r.updated_at,
+                    data: Value::Object(r.properties),
+                })
+                .collect();
+            (sim.base_url(), truth, Some(sim), None)
+        }
+        Crm::Odoo => {
+            let sim = OdooSim::start(OdooSimConfig::default()).await?;
+            sim.seed("res.partner", records, None);
+            let truth: Vec<RemoteRecord> = sim
+                .records("res.partner")
+                .into_iter()
+                .map(|r| RemoteRecord {
+                    remote_id: r.id.to_string(),
+                    updated_at: Utc.from_utc_datetime(&r.write_date),
+                    data: Value::Object(r.fields),
+                })
+                .collect();
+            (sim.base_url(), truth, None, Some(sim))
+        }
+    };
+    let ceiling_rate = bulk_upsert_rate(db, &truth, crm.page_size()).await?;
+    drop(truth);
+
+    let db = db.fresh().await?;
+    let dir = tempfile::tempdir()?;
+    let port = free_port()?;
+    let config = dir.path().join("bench-pull.toml");
+    std::fs::write(&config, daemon_config(crm, &base_url, &db.url, port))?;
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new(&binary)
+        .args(["run", "--config"])
+        .arg(&config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true)
+        .spawn()?;
+    let pid = child.id().ok_or_else(|| anyhow::anyhow!("the daemon exited at once"))?;
+    let client = reqwest::Client::new();
+    let metrics = format!("http://127.0.0.1:{port}/metrics");
+    let deadline = started + Duration::from_secs(600);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            anyhow::bail!("the daemon exited early: {status}");
+        }
+        anyhow::ensure!(Instant::now() < deadline, "the pull did not finish in 10 minutes");
+        if let Ok(answer) = client.get(&metrics).send().await
+            && let Ok(text) = answer.text().await
+            && synced(&text) >= records as f64
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let elapsed = started.elapsed();
+    let peak_rss = peak_rss(pid)?;
+    child.start_kill()?;
+    let _ = child.wait().await;
+    let stored = count_records(&db.url).await?;
+    anyhow::ensure!(stored == records, "{stored} records stored, {records} expected");
+    db.cleanup().await;
+    Ok(PullRun {
+        records,
+        daemon_rate: records as f64 / elapsed.as_secs_f64(),
+        ceiling_rate,
+        peak_rss,
+    })
+}
+
+fn daemon_config(crm: Crm, base_url: &str, db_url: &str, port: u16) -> String {
+    let connection = match crm {
+        Crm::HubSpot => format!(
+            r#"
+[[connection]]
+id = "bench"
+provider = "hubspot"
+base_url = "{base_url}"
+access_token = "hs-test-token"
+objects = ["contacts"]
+page_size = 200
+rate_limit = {{ requests = 1000000, per = "1s" }}
+"#
+        ),
+        Crm::Odoo => format!(
+            r#"
+[[connection]]
+id = "bench"
+provider = "odoo"
+base_url = "{base_url}"
+database = "sim"
+username = "api@example.com"
+api_key = "odoo-test-key"
+models = ["res.partner"]
+page_size = 1000
+rate_limit = {{ requests = 1000000, per = "1s" }}
+"#
+        ),
+    };
+    format!(
+        r#"
+[http]
+listen = "127.0.0.1:{port}"
+
+[database]
+url = "{db_url}"
+{connection}"#
+    )
+}
+
+/// The sum of `crmsyncd_records_synced_total` in a metrics text.
+fn synced(metrics: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| l.starts_with(crmsyncd::metrics::names::RECORDS_SYNCED_TOTAL))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// A process's peak resident set size (`VmHWM`), in bytes.
+fn peak_rss(pid: u32) -> anyhow::Result<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/{pid}/status"))?;
+    Ok(kb * 1024)
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+async fn count_records(url: &str) -> anyhow::Result<usize> {
+    let store = Store::connect(url).await?;
+    let mut total = 0;
+    for object in ["contacts", "res.partner"] {
+        total += store.records("bench", object).await?.len();
+    }
+    store.close().await;
+    Ok(total)
+}
+
+/// Rows per second of the store's own bulk upsert (`apply_page`, pages of `page` records with their cursor), on
+/// a fresh database: what the daemon could reach if fetching and parsing cost nothing.
+async fn bulk_upsert_rate(db: Db, records: &[RemoteRecord], page: usize) -> anyhow::Result<f64> {
+    let db = db.fresh().await?;
+    let store = Store::connect(&db.url).await?;
+    store.migrate().await?;
+    let mut sorted: Vec<&RemoteRecord> = records.iter().collect();
+    sorted.sort_by(|a, b| a.position().cmp(&b.position()));
+    let pages: Vec<Vec<RemoteRecord>> = sorted
+        .chunks(page)
+        .map(|c| c.iter().map(|r| (*r).clone()).collect())
+        .collect();
+    let started = Instant::now();
+    for page in &pages {
+        let cursor: Option<Cursor> = page.last().map(RemoteRecord::position);
+        store.apply_page("ceiling", "objects", page, cursor.as_ref()).await?;
+    }
+    let rate = records.len() as f64 / started.elapsed().as_secs_f64();
+    store.close().await;
+    db.cleanup().await;
+    Ok(rate)
+}
+
