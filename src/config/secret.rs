@@ -3,6 +3,7 @@
 use std::fmt;
 
 use serde::{Deserialize, Deserializer};
+use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 /// A secret from the config (a token, an API key, a webhook secret). `Debug` and `Display` print `***`.
@@ -19,9 +20,13 @@ impl Secret {
         &self.0
     }
 
-    /// Compares with `candidate` in time that does not depend on where they differ.
+    /// Compares with `candidate` in time that depends neither on where they differ nor on the secret's length.
+    /// `subtle`'s slice comparison returns early on a length mismatch, which would let a caller find the
+    /// length by timing; comparing fixed-size digests does not.
     pub fn matches(&self, candidate: &[u8]) -> bool {
-        self.0.as_bytes().ct_eq(candidate).into()
+        Sha256::digest(self.0.as_bytes())
+            .ct_eq(&Sha256::digest(candidate))
+            .into()
     }
 }
 
@@ -65,5 +70,15 @@ mod tests {
         assert!(!s.matches(b"hunter3"));
         assert!(!s.matches(b"hunter"));
         assert!(!s.matches(b""));
+    }
+
+    #[test]
+    fn secret_compare_is_by_digest_so_any_length_is_checked_the_same_way() {
+        // A longer or shorter candidate, or one with the secret as a prefix, is simply a different digest.
+        let s = Secret::new("hunter2");
+        assert!(!s.matches(b"hunter22"));
+        assert!(!s.matches(b"hunter2\0"));
+        assert!(!s.matches(&[b'x'; 10_000]));
+        assert!(Secret::new("h").matches(b"h"));
     }
 }
