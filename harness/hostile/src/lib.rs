@@ -20,7 +20,7 @@ pub struct Flood {
     pub connections: usize,
     /// How long to hold the flood once every attacker has connected once.
     pub hold: Duration,
-    /// `/webhooks/{connection}?token={token}` of an Odoo connection, for the valid probes.
+    /// `/webhooks/od?token={token}` of the Odoo connection `od` (see [`daemon_config`]), for the valid probes.
     pub webhook_path: String,
     /// How long a probe may take before it counts as failed.
     pub probe_timeout: Duration,
@@ -105,7 +105,8 @@ async fn hold(stream: &mut TcpStream, kind: Kind, stop: &AtomicBool) -> bool {
     let head: &[u8] = match kind {
         Kind::Idle => b"",
         Kind::Slowloris => b"POST /webhooks/x HTTP/1.1\r\nHost: a\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa",
-        Kind::PartialBody => b"POST /webhooks/x HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n{",
+        // A connection that exists, so the daemon reads the body (and waits for it) before it verifies anything.
+        Kind::PartialBody => b"POST /webhooks/od HTTP/1.1\r\nHost: a\r\nContent-Length: 100000\r\n\r\n{",
     };
     let mut sent = 0;
     if matches!(kind, Kind::PartialBody) {
