@@ -73,7 +73,10 @@ impl Req {
     fn new(path: &str, headers: &[(&str, &str)], body: &[u8]) -> Self {
         let mut map = HeaderMap::new();
         for (k, v) in headers {
-            map.insert(HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            map.insert(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
         }
         Self {
             path: path.to_string(),
@@ -363,10 +366,18 @@ fn arbitrary_json() -> impl Strategy<Value = serde_json::Value> {
         Just(serde_json::Value::Null),
         any::<bool>().prop_map(serde_json::Value::from),
         any::<i64>().prop_map(serde_json::Value::from),
-        any::<f64>().prop_filter("finite", |f| f.is_finite()).prop_map(serde_json::Value::from),
-        "[ -~]{0,12}".prop_map(serde_json::Value::from),
-        prop_oneof![Just("eventId"), Just("subscriptionType"), Just("objectId"), Just("meta"), Just("contact.deletion")]
+        any::<f64>()
+            .prop_filter("finite", |f| f.is_finite())
             .prop_map(serde_json::Value::from),
+        "[ -~]{0,12}".prop_map(serde_json::Value::from),
+        prop_oneof![
+            Just("eventId"),
+            Just("subscriptionType"),
+            Just("objectId"),
+            Just("meta"),
+            Just("contact.deletion")
+        ]
+        .prop_map(serde_json::Value::from),
     ];
     leaf.prop_recursive(5, 64, 6, |inner| {
         prop_oneof![

@@ -50,13 +50,17 @@ async fn echoing_crm() -> (String, Arc<Mutex<usize>>) {
     let counter = seen.clone();
     tokio::spawn(async move {
         loop {
-            let Ok((mut stream, _)) = listener.accept().await else { continue };
+            let Ok((mut stream, _)) = listener.accept().await else {
+                continue;
+            };
             let counter = counter.clone();
             tokio::spawn(async move {
                 let mut buf = vec![0u8; 65536];
                 let mut got = 0;
                 // Read the head and whatever body follows within a moment.
-                while let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf[got..])).await {
+                while let Ok(Ok(n)) =
+                    tokio::time::timeout(Duration::from_millis(100), stream.read(&mut buf[got..])).await
+                {
                     if n == 0 {
                         break;
                     }
@@ -187,19 +191,80 @@ fn hostile_requests() -> Vec<(String, Vec<(String, String)>, String)> {
     };
     vec![
         // The right token, a malformed body: refused as malformed, the URL with its token must not be logged.
-        (format!("/webhooks/od?token={}", s("ODOO_HOOK")), vec![], "{not json".into()),
-        (format!("/webhooks/sf?token={}", s("SF_HOOK")), vec![], "<not-soap/>".into()),
+        (
+            format!("/webhooks/od?token={}", s("ODOO_HOOK")),
+            vec![],
+            "{not json".into(),
+        ),
+        (
+            format!("/webhooks/sf?token={}", s("SF_HOOK")),
+            vec![],
+            "<not-soap/>".into(),
+        ),
         (format!("/webhooks/sf?token={}x", s("SF_HOOK")), vec![], "<x/>".into()),
-        ("/webhooks/hs".into(), vec![("x-hubspot-signature".into(), s("HS_WEBHOOK"))], "[]".into()),
-        ("/webhooks/hs".into(), vec![("x-hubspot-signature-v3".into(), s("HS_WEBHOOK")), ("x-hubspot-request-timestamp".into(), s("HS_WEBHOOK"))], "[]".into()),
-        ("/webhooks/kl".into(), vec![("klaviyo-signature".into(), s("KL_HOOK")), ("klaviyo-timestamp".into(), s("KL_HOOK")), ("klaviyo-webhook-id".into(), s("KL_HOOK"))], "{}".into()),
-        ("/webhooks/pd".into(), vec![("authorization".into(), format!("Basic {}", b64(&format!("hook:{}", s("PD_HOOK")))))], "{not json".into()),
-        ("/webhooks/pd".into(), vec![("authorization".into(), format!("Basic {}", b64(&format!("hook:{}x", s("PD_HOOK")))))], "{}".into()),
-        ("/webhooks/zo".into(), vec![], format!(r#"{{"token":"{}","module":"","ids":[]}}"#, s("ZO_NOTIFY"))),
-        ("/webhooks/zo".into(), vec![], format!(r#"{{"token":"{}x"}}"#, s("ZO_NOTIFY"))),
-        ("/webhooks/cr".into(), vec![("authorization".into(), s("CR_PASSWORD"))], s("CR_PASSWORD")),
-        ("/v1/connections".into(), vec![("authorization".into(), format!("Bearer {}x", s("API_TOKEN")))], String::new()),
-        (format!("/v1/connections/nope/writes?token={}", s("API_TOKEN")), vec![("authorization".into(), format!("Bearer {}", s("API_TOKEN")))], format!("{{\"object\": \"{}\"}}", s("API_TOKEN"))),
+        (
+            "/webhooks/hs".into(),
+            vec![("x-hubspot-signature".into(), s("HS_WEBHOOK"))],
+            "[]".into(),
+        ),
+        (
+            "/webhooks/hs".into(),
+            vec![
+                ("x-hubspot-signature-v3".into(), s("HS_WEBHOOK")),
+                ("x-hubspot-request-timestamp".into(), s("HS_WEBHOOK")),
+            ],
+            "[]".into(),
+        ),
+        (
+            "/webhooks/kl".into(),
+            vec![
+                ("klaviyo-signature".into(), s("KL_HOOK")),
+                ("klaviyo-timestamp".into(), s("KL_HOOK")),
+                ("klaviyo-webhook-id".into(), s("KL_HOOK")),
+            ],
+            "{}".into(),
+        ),
+        (
+            "/webhooks/pd".into(),
+            vec![(
+                "authorization".into(),
+                format!("Basic {}", b64(&format!("hook:{}", s("PD_HOOK")))),
+            )],
+            "{not json".into(),
+        ),
+        (
+            "/webhooks/pd".into(),
+            vec![(
+                "authorization".into(),
+                format!("Basic {}", b64(&format!("hook:{}x", s("PD_HOOK")))),
+            )],
+            "{}".into(),
+        ),
+        (
+            "/webhooks/zo".into(),
+            vec![],
+            format!(r#"{{"token":"{}","module":"","ids":[]}}"#, s("ZO_NOTIFY")),
+        ),
+        (
+            "/webhooks/zo".into(),
+            vec![],
+            format!(r#"{{"token":"{}x"}}"#, s("ZO_NOTIFY")),
+        ),
+        (
+            "/webhooks/cr".into(),
+            vec![("authorization".into(), s("CR_PASSWORD"))],
+            s("CR_PASSWORD"),
+        ),
+        (
+            "/v1/connections".into(),
+            vec![("authorization".into(), format!("Bearer {}x", s("API_TOKEN")))],
+            String::new(),
+        ),
+        (
+            format!("/v1/connections/nope/writes?token={}", s("API_TOKEN")),
+            vec![("authorization".into(), format!("Bearer {}", s("API_TOKEN")))],
+            format!("{{\"object\": \"{}\"}}", s("API_TOKEN")),
+        ),
     ]
 }
 
@@ -207,7 +272,11 @@ fn hostile_requests() -> Vec<(String, Vec<(String, String)>, String)> {
 async fn no_secret_appears_in_logs_errors_answers_or_metrics() {
     let (crm, crm_requests) = echoing_crm().await;
     let dir = tempfile::tempdir().unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let db = dir.path().join("secrets.db");
     let text = config(port, &crm).replace("{DB}", &db.display().to_string());
     let path = dir.path().join("crmsyncd.toml");
@@ -258,14 +327,22 @@ async fn no_secret_appears_in_logs_errors_answers_or_metrics() {
     tokio::time::sleep(Duration::from_secs(2)).await;
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "the daemon exits cleanly: {status}");
     let logs = std::fs::read_to_string(&log_path).unwrap();
-    assert!(logs.lines().count() > 50, "enough was logged to mean something:\n{logs}");
+    assert!(
+        logs.lines().count() > 50,
+        "enough was logged to mean something:\n{logs}"
+    );
     assert!(logs.contains("Webhook refused"), "the refusals were logged");
 
     // An invalid config holding the same secrets: check-config and run both print the problems.
-    let bad = text.replace("objects = [\"contacts\"]", "objects = []").replace("listen = ", "listen = \"x\"\n#");
+    let bad = text
+        .replace("objects = [\"contacts\"]", "objects = []")
+        .replace("listen = ", "listen = \"x\"\n#");
     let bad_path = dir.path().join("bad.toml");
     std::fs::write(&bad_path, bad).unwrap();
     let mut errors = String::new();
@@ -277,7 +354,11 @@ async fn no_secret_appears_in_logs_errors_answers_or_metrics() {
     }
     assert!(errors.contains("connection[0].objects"), "{errors}");
 
-    for (what, text) in [("logs", &logs), ("HTTP answers and metrics", &answers), ("config errors", &errors)] {
+    for (what, text) in [
+        ("logs", &logs),
+        ("HTTP answers and metrics", &answers),
+        ("config errors", &errors),
+    ] {
         let found = leaks(text);
         assert!(found.is_empty(), "{what} show the secrets {found:?}:\n{text}");
     }

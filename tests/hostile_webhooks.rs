@@ -20,7 +20,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// Small limits, so that "just over the limit" and "never ends" are quick to show.
 const MAX_BODY: usize = 4096;
-const HTTP_LIMITS: &str = "max_body_bytes = 4096\nheader_read_timeout = \"1s\"\nbody_read_timeout = \"1s\"\napi_token = \"api-secret-token\"";
+const HTTP_LIMITS: &str =
+    "max_body_bytes = 4096\nheader_read_timeout = \"1s\"\nbody_read_timeout = \"1s\"\napi_token = \"api-secret-token\"";
 const DEAD: &str = "http://127.0.0.1:9";
 
 const HS_A: &str = "hs-secret-a";
@@ -217,7 +218,8 @@ fn huge_array() -> Vec<u8> {
     v
 }
 
-const INVALID_UTF8: &[u8] = b"[{\"eventId\":\"\xff\xfe\",\"subscriptionType\":\"contact.creation\",\"objectId\":\xc3\x28}]";
+const INVALID_UTF8: &[u8] =
+    b"[{\"eventId\":\"\xff\xfe\",\"subscriptionType\":\"contact.creation\",\"objectId\":\xc3\x28}]";
 
 /// Rows shared by every provider: size, framing and timing attacks that are refused before any verification.
 fn transport_rows(rows: &mut Vec<Row>, connection: &str) {
@@ -230,7 +232,8 @@ fn transport_rows(rows: &mut Vec<Row>, connection: &str) {
     ));
     // Over the limit without declaring it: chunked, one byte too many in all.
     let mut chunked =
-        format!("POST {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n").into_bytes();
+        format!("POST {path} HTTP/1.1\r\nHost: a\r\nConnection: close\r\nTransfer-Encoding: chunked\r\n\r\n")
+            .into_bytes();
     for _ in 0..4 {
         chunked.extend_from_slice(format!("400\r\n{}\r\n", "x".repeat(1024)).as_bytes());
     }
@@ -338,34 +341,85 @@ fn hubspot_rows(rows: &mut Vec<Row>, port: u16) {
     ));
     let bad = body("hs-bad");
     let sig = sign_v3(HS_A, "POST", &uri("hs-a"), &bad, ts);
-    let with = |sig: &[u8], ts: &[u8]| {
-        vec![
-            h("x-hubspot-signature-v3", sig),
-            h("x-hubspot-request-timestamp", ts),
-        ]
-    };
+    let with = |sig: &[u8], ts: &[u8]| vec![h("x-hubspot-signature-v3", sig), h("x-hubspot-request-timestamp", ts)];
     let t = ts.to_string();
     let cases: Vec<(&str, Vec<(&str, Vec<u8>)>, Vec<u8>)> = vec![
-        ("missing signature", vec![h("x-hubspot-request-timestamp", &t)], bad.clone()),
-        ("missing timestamp", vec![h("x-hubspot-signature-v3", &sig)], bad.clone()),
+        (
+            "missing signature",
+            vec![h("x-hubspot-request-timestamp", &t)],
+            bad.clone(),
+        ),
+        (
+            "missing timestamp",
+            vec![h("x-hubspot-signature-v3", &sig)],
+            bad.clone(),
+        ),
         ("empty signature", with(b"", t.as_bytes()), bad.clone()),
-        ("truncated signature", with(&sig.as_bytes()[..sig.len() - 4], t.as_bytes()), bad.clone()),
-        ("signature cut to one byte", with(&sig.as_bytes()[..1], t.as_bytes()), bad.clone()),
-        ("signature with one character changed", with(flip(&sig).as_bytes(), t.as_bytes()), bad.clone()),
-        ("signature that is not base64", with(b"!!!not-base64!!!", t.as_bytes()), bad.clone()),
-        ("signature header that is not UTF-8", with(b"\xff\xfe\xfd", t.as_bytes()), bad.clone()),
-        ("signed with another secret", signed("hs-a", "not-the-secret", &bad, ts), bad.clone()),
-        ("body changed after signing", with(sig.as_bytes(), t.as_bytes()), body("hs-bad-2")),
-        ("timestamp changed after signing", with(sig.as_bytes(), (ts + 1).to_string().as_bytes()), bad.clone()),
-        ("replayed 10 minutes later", signed("hs-a", HS_A, &bad, ts - 600_000), bad.clone()),
-        ("timestamp 10 minutes ahead", signed("hs-a", HS_A, &bad, ts + 600_000), bad.clone()),
+        (
+            "truncated signature",
+            with(&sig.as_bytes()[..sig.len() - 4], t.as_bytes()),
+            bad.clone(),
+        ),
+        (
+            "signature cut to one byte",
+            with(&sig.as_bytes()[..1], t.as_bytes()),
+            bad.clone(),
+        ),
+        (
+            "signature with one character changed",
+            with(flip(&sig).as_bytes(), t.as_bytes()),
+            bad.clone(),
+        ),
+        (
+            "signature that is not base64",
+            with(b"!!!not-base64!!!", t.as_bytes()),
+            bad.clone(),
+        ),
+        (
+            "signature header that is not UTF-8",
+            with(b"\xff\xfe\xfd", t.as_bytes()),
+            bad.clone(),
+        ),
+        (
+            "signed with another secret",
+            signed("hs-a", "not-the-secret", &bad, ts),
+            bad.clone(),
+        ),
+        (
+            "body changed after signing",
+            with(sig.as_bytes(), t.as_bytes()),
+            body("hs-bad-2"),
+        ),
+        (
+            "timestamp changed after signing",
+            with(sig.as_bytes(), (ts + 1).to_string().as_bytes()),
+            bad.clone(),
+        ),
+        (
+            "replayed 10 minutes later",
+            signed("hs-a", HS_A, &bad, ts - 600_000),
+            bad.clone(),
+        ),
+        (
+            "timestamp 10 minutes ahead",
+            signed("hs-a", HS_A, &bad, ts + 600_000),
+            bad.clone(),
+        ),
         ("timestamp i64::MIN", signed("hs-a", HS_A, &bad, i64::MIN), bad.clone()),
         ("timestamp i64::MAX", signed("hs-a", HS_A, &bad, i64::MAX), bad.clone()),
-        ("timestamp not a number", with(sig.as_bytes(), b"yesterday"), bad.clone()),
+        (
+            "timestamp not a number",
+            with(sig.as_bytes(), b"yesterday"),
+            bad.clone(),
+        ),
         ("signature for another URL", signed("hs-b", HS_A, &bad, ts), bad.clone()),
     ];
     for (what, headers, body) in cases {
-        rows.push(row(format!("hubspot v3: {what}"), post("hs-a", &headers, &body), Expect::Status(401)));
+        rows.push(row(
+            format!("hubspot v3: {what}"),
+            post("hs-a", &headers, &body),
+            Expect::Status(401),
+        ));
     }
     rows.push(row(
         "hubspot v3: hs-a's valid request sent to hs-b (another connection)".into(),
@@ -383,7 +437,10 @@ fn hubspot_rows(rows: &mut Vec<Row>, port: u16) {
         ("array of 2047 numbers", huge_array()),
         ("empty event array", b"[]".to_vec()),
         ("a JSON object, not an array", b"{}".to_vec()),
-        ("event without eventId", br#"[{"subscriptionType":"contact.creation","objectId":1}]"#.to_vec()),
+        (
+            "event without eventId",
+            br#"[{"subscriptionType":"contact.creation","objectId":1}]"#.to_vec(),
+        ),
     ] {
         rows.push(row(
             format!("hubspot v3: signed, but {what}"),
@@ -406,11 +463,18 @@ fn hubspot_rows(rows: &mut Vec<Row>, port: u16) {
     let v1_sig = sign_v1(HS_V1, &bad);
     for (what, headers) in [
         ("missing signature", vec![]),
-        ("truncated signature", vec![h("x-hubspot-signature", &v1_sig[..v1_sig.len() - 2])]),
+        (
+            "truncated signature",
+            vec![h("x-hubspot-signature", &v1_sig[..v1_sig.len() - 2])],
+        ),
         ("another secret", vec![h("x-hubspot-signature", sign_v1(HS_A, &bad))]),
         ("a v3 signature", signed("hs-v1", HS_V1, &bad, ts)),
     ] {
-        rows.push(row(format!("hubspot v1: {what}"), post("hs-v1", &headers, &bad), Expect::Status(401)));
+        rows.push(row(
+            format!("hubspot v1: {what}"),
+            post("hs-v1", &headers, &bad),
+            Expect::Status(401),
+        ));
     }
     rows.push(row(
         "unknown connection".into(),
@@ -456,28 +520,99 @@ fn klaviyo_rows(rows: &mut Vec<Row>) {
     let old = klaviyo_hooks::http_date(now - chrono::Duration::minutes(10));
     let ahead = klaviyo_hooks::http_date(now + chrono::Duration::minutes(10));
     let cases: Vec<(&str, Vec<(&str, Vec<u8>)>, Vec<u8>)> = vec![
-        ("missing signature", vec![h("klaviyo-timestamp", &date), h("klaviyo-webhook-id", "wh1")], bad.clone()),
-        ("missing timestamp", vec![h("klaviyo-signature", &sig), h("klaviyo-webhook-id", "wh1")], bad.clone()),
-        ("missing webhook id", vec![h("klaviyo-signature", &sig), h("klaviyo-timestamp", &date)], bad.clone()),
-        ("truncated signature", vec![h("klaviyo-signature", &sig[..sig.len() - 2]), h("klaviyo-timestamp", &date), h("klaviyo-webhook-id", "wh1")], bad.clone()),
-        ("odd-length signature", vec![h("klaviyo-signature", &sig[..sig.len() - 1]), h("klaviyo-timestamp", &date), h("klaviyo-webhook-id", "wh1")], bad.clone()),
-        ("signature not hex", vec![h("klaviyo-signature", "zz".repeat(32)), h("klaviyo-timestamp", &date), h("klaviyo-webhook-id", "wh1")], bad.clone()),
-        ("signature header not UTF-8", vec![h("klaviyo-signature", b"\xff\xff"), h("klaviyo-timestamp", &date), h("klaviyo-webhook-id", "wh1")], bad.clone()),
+        (
+            "missing signature",
+            vec![h("klaviyo-timestamp", &date), h("klaviyo-webhook-id", "wh1")],
+            bad.clone(),
+        ),
+        (
+            "missing timestamp",
+            vec![h("klaviyo-signature", &sig), h("klaviyo-webhook-id", "wh1")],
+            bad.clone(),
+        ),
+        (
+            "missing webhook id",
+            vec![h("klaviyo-signature", &sig), h("klaviyo-timestamp", &date)],
+            bad.clone(),
+        ),
+        (
+            "truncated signature",
+            vec![
+                h("klaviyo-signature", &sig[..sig.len() - 2]),
+                h("klaviyo-timestamp", &date),
+                h("klaviyo-webhook-id", "wh1"),
+            ],
+            bad.clone(),
+        ),
+        (
+            "odd-length signature",
+            vec![
+                h("klaviyo-signature", &sig[..sig.len() - 1]),
+                h("klaviyo-timestamp", &date),
+                h("klaviyo-webhook-id", "wh1"),
+            ],
+            bad.clone(),
+        ),
+        (
+            "signature not hex",
+            vec![
+                h("klaviyo-signature", "zz".repeat(32)),
+                h("klaviyo-timestamp", &date),
+                h("klaviyo-webhook-id", "wh1"),
+            ],
+            bad.clone(),
+        ),
+        (
+            "signature header not UTF-8",
+            vec![
+                h("klaviyo-signature", b"\xff\xff"),
+                h("klaviyo-timestamp", &date),
+                h("klaviyo-webhook-id", "wh1"),
+            ],
+            bad.clone(),
+        ),
         ("another secret", signed(&bad, "other", &date, "wh1"), bad.clone()),
-        ("body changed after signing", vec![h("klaviyo-signature", &sig), h("klaviyo-timestamp", &date), h("klaviyo-webhook-id", "wh1")], body("kl-bad-2", "wh1")),
+        (
+            "body changed after signing",
+            vec![
+                h("klaviyo-signature", &sig),
+                h("klaviyo-timestamp", &date),
+                h("klaviyo-webhook-id", "wh1"),
+            ],
+            body("kl-bad-2", "wh1"),
+        ),
         ("replayed 10 minutes later", signed(&bad, KL, &old, "wh1"), bad.clone()),
-        ("timestamp 10 minutes ahead", signed(&bad, KL, &ahead, "wh1"), bad.clone()),
-        ("timestamp not a date, signed", signed(&bad, KL, "yesterday", "wh1"), bad.clone()),
-        ("webhook id header differs from the signed body", signed(&bad, KL, &date, "wh2"), bad.clone()),
+        (
+            "timestamp 10 minutes ahead",
+            signed(&bad, KL, &ahead, "wh1"),
+            bad.clone(),
+        ),
+        (
+            "timestamp not a date, signed",
+            signed(&bad, KL, "yesterday", "wh1"),
+            bad.clone(),
+        ),
+        (
+            "webhook id header differs from the signed body",
+            signed(&bad, KL, &date, "wh2"),
+            bad.clone(),
+        ),
     ];
     for (what, headers, body) in cases {
-        rows.push(row(format!("klaviyo: {what}"), post(&headers, &body), Expect::Status(401)));
+        rows.push(row(
+            format!("klaviyo: {what}"),
+            post(&headers, &body),
+            Expect::Status(401),
+        ));
     }
     for (what, body) in [
         ("invalid UTF-8 body", INVALID_UTF8.to_vec()),
         ("JSON nested 2000 deep", nested(2000)),
         ("array of 2047 numbers", huge_array()),
-        ("empty data", br#"{"data":[],"meta":{"klaviyo_webhook_id":"wh1"}}"#.to_vec()),
+        (
+            "empty data",
+            br#"{"data":[],"meta":{"klaviyo_webhook_id":"wh1"}}"#.to_vec(),
+        ),
     ] {
         rows.push(row(
             format!("klaviyo: signed, but {what}"),
@@ -518,7 +653,11 @@ fn odoo_rows(rows: &mut Vec<Row>) {
         ("token in upper case", "od-a", Some("ODOO-TOKEN-A")),
         ("another connection's token", "od-b", Some(OD_A)),
     ] {
-        rows.push(row(format!("odoo: {what}"), post(conn, token, &bad), Expect::Status(401)));
+        rows.push(row(
+            format!("odoo: {what}"),
+            post(conn, token, &bad),
+            Expect::Status(401),
+        ));
     }
     for (what, body) in [
         ("invalid UTF-8 body", INVALID_UTF8.to_vec()),
@@ -526,8 +665,16 @@ fn odoo_rows(rows: &mut Vec<Row>) {
         ("array of 2047 numbers", huge_array()),
         ("no _id", br#"{"_model":"res.partner"}"#.to_vec()),
     ] {
-        rows.push(row(format!("odoo: token, but {what}"), post("od-a", Some(OD_A), &body), Expect::Status(400)));
-        rows.push(row(format!("odoo: no token, {what}"), post("od-a", None, &body), Expect::Status(401)));
+        rows.push(row(
+            format!("odoo: token, but {what}"),
+            post("od-a", Some(OD_A), &body),
+            Expect::Status(400),
+        ));
+        rows.push(row(
+            format!("odoo: no token, {what}"),
+            post("od-a", None, &body),
+            Expect::Status(401),
+        ));
     }
 }
 
@@ -539,7 +686,14 @@ fn zoho_rows(rows: &mut Vec<Row>) {
         }))
         .unwrap()
     };
-    let post = |conn: &str, body: &[u8]| request("POST", &format!("/webhooks/{conn}"), &[h("content-type", "application/json")], body);
+    let post = |conn: &str, body: &[u8]| {
+        request(
+            "POST",
+            &format!("/webhooks/{conn}"),
+            &[h("content-type", "application/json")],
+            body,
+        )
+    };
     let now = now_ms();
     let good = body(ZO_A, &["9001"], now);
     let good_id = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&good));
@@ -548,19 +702,43 @@ fn zoho_rows(rows: &mut Vec<Row>) {
         ("wrong token", "zo-a", body("zoho-token-x", &["9002"], now)),
         ("truncated token", "zo-a", body(&ZO_A[..ZO_A.len() - 1], &["9002"], now)),
         ("another connection's token", "zo-b", body(ZO_A, &["9002"], now)),
-        ("no token", "zo-a", br#"{"module":"Leads","ids":["9002"],"operation":"update"}"#.to_vec()),
-        ("token not a string", "zo-a", br#"{"token":1,"module":"Leads"}"#.to_vec()),
-        ("token given twice", "zo-a", format!(r#"{{"token":"x","token":"{ZO_A}"}}"#).into_bytes()),
+        (
+            "no token",
+            "zo-a",
+            br#"{"module":"Leads","ids":["9002"],"operation":"update"}"#.to_vec(),
+        ),
+        (
+            "token not a string",
+            "zo-a",
+            br#"{"token":1,"module":"Leads"}"#.to_vec(),
+        ),
+        (
+            "token given twice",
+            "zo-a",
+            format!(r#"{{"token":"x","token":"{ZO_A}"}}"#).into_bytes(),
+        ),
         ("not JSON", "zo-a", b"token=zoho-token-a".to_vec()),
         ("invalid UTF-8, no token", "zo-a", INVALID_UTF8.to_vec()),
         ("JSON nested 2000 deep, no token", "zo-a", nested(2000)),
         ("array of 2047 numbers", "zo-a", huge_array()),
-        ("the right token, replayed 10 minutes later", "zo-a", body(ZO_A, &["9003"], now - 600_000)),
-        ("the right token, 10 minutes ahead", "zo-a", body(ZO_A, &["9003"], now + 600_000)),
+        (
+            "the right token, replayed 10 minutes later",
+            "zo-a",
+            body(ZO_A, &["9003"], now - 600_000),
+        ),
+        (
+            "the right token, 10 minutes ahead",
+            "zo-a",
+            body(ZO_A, &["9003"], now + 600_000),
+        ),
     ] {
         rows.push(row(format!("zoho: {what}"), post(conn, &body), Expect::Status(401)));
     }
-    let deep = format!(r#"{{"token":"{ZO_A}","x":{}}}"#, String::from_utf8(nested(2000)).unwrap()).into_bytes();
+    let deep = format!(
+        r#"{{"token":"{ZO_A}","x":{}}}"#,
+        String::from_utf8(nested(2000)).unwrap()
+    )
+    .into_bytes();
     let mut bad_utf8 = format!(r#"{{"token":"{ZO_A}","module":""#).into_bytes();
     bad_utf8.extend_from_slice(b"\xff\xfe\"}");
     for (what, body, status) in [
@@ -568,10 +746,24 @@ fn zoho_rows(rows: &mut Vec<Row>) {
         // found malformed.
         ("the right token next to JSON nested 2000 deep", deep, 400),
         ("the right token in a body that is not UTF-8", bad_utf8, 400),
-        ("the right token, no ids", format!(r#"{{"token":"{ZO_A}","server_time":{now},"module":"Leads","operation":"update","ids":[]}}"#).into_bytes(), 400),
-        ("the right token, unknown operation", format!(r#"{{"token":"{ZO_A}","server_time":{now},"module":"Leads","operation":"merge","ids":["9004"]}}"#).into_bytes(), 400),
+        (
+            "the right token, no ids",
+            format!(r#"{{"token":"{ZO_A}","server_time":{now},"module":"Leads","operation":"update","ids":[]}}"#)
+                .into_bytes(),
+            400,
+        ),
+        (
+            "the right token, unknown operation",
+            format!(r#"{{"token":"{ZO_A}","server_time":{now},"module":"Leads","operation":"merge","ids":["9004"]}}"#)
+                .into_bytes(),
+            400,
+        ),
     ] {
-        rows.push(row(format!("zoho: {what}"), post("zo-a", &body), Expect::Status(status)));
+        rows.push(row(
+            format!("zoho: {what}"),
+            post("zo-a", &body),
+            Expect::Status(status),
+        ));
     }
 }
 
@@ -602,7 +794,11 @@ fn pipedrive_rows(rows: &mut Vec<Row>) {
     let lower = body("pd-lower-scheme");
     rows.push(valid(
         "pipedrive: valid, scheme in lower case".into(),
-        post("pd", Some(format!("basic {}", b64(&format!("{PD_USER}:{PD_PASS}"))).into_bytes()), &lower),
+        post(
+            "pd",
+            Some(format!("basic {}", b64(&format!("{PD_USER}:{PD_PASS}"))).into_bytes()),
+            &lower,
+        ),
         &[("pd", "pd-lower-scheme")],
     ));
     let bad = body("pd-bad");
@@ -611,17 +807,41 @@ fn pipedrive_rows(rows: &mut Vec<Row>) {
         ("missing credentials", "pd", None),
         ("wrong password", "pd", Some(basic(PD_USER, "nope").into_bytes())),
         ("wrong user", "pd", Some(basic("someone", PD_PASS).into_bytes())),
-        ("password with a byte appended", "pd", Some(basic(PD_USER, "pd-passs").into_bytes())),
+        (
+            "password with a byte appended",
+            "pd",
+            Some(basic(PD_USER, "pd-passs").into_bytes()),
+        ),
         ("empty password", "pd", Some(basic(PD_USER, "").into_bytes())),
-        ("no colon", "pd", Some(format!("Basic {}", b64("pd-userpd-pass")).into_bytes())),
-        ("truncated base64", "pd", Some(full.as_bytes()[..full.len() - 3].to_vec())),
+        (
+            "no colon",
+            "pd",
+            Some(format!("Basic {}", b64("pd-userpd-pass")).into_bytes()),
+        ),
+        (
+            "truncated base64",
+            "pd",
+            Some(full.as_bytes()[..full.len() - 3].to_vec()),
+        ),
         ("not base64", "pd", Some(b"Basic !!!!".to_vec())),
-        ("Bearer scheme with the password", "pd", Some(format!("Bearer {PD_PASS}").into_bytes())),
+        (
+            "Bearer scheme with the password",
+            "pd",
+            Some(format!("Bearer {PD_PASS}").into_bytes()),
+        ),
         ("scheme only", "pd", Some(b"Basic".to_vec())),
         ("header not UTF-8", "pd", Some(b"Basic \xff\xfe".to_vec())),
-        ("another connection's credentials", "pd-b", Some(basic(PD_USER, PD_PASS).into_bytes())),
+        (
+            "another connection's credentials",
+            "pd-b",
+            Some(basic(PD_USER, PD_PASS).into_bytes()),
+        ),
     ] {
-        rows.push(row(format!("pipedrive: {what}"), post(conn, auth, &bad), Expect::Status(401)));
+        rows.push(row(
+            format!("pipedrive: {what}"),
+            post(conn, auth, &bad),
+            Expect::Status(401),
+        ));
     }
     for (what, body) in [
         ("invalid UTF-8 body", INVALID_UTF8.to_vec()),
@@ -664,19 +884,36 @@ fn salesforce_rows(rows: &mut Vec<Row>) {
             Some(t) => format!("/webhooks/{conn}?token={t}"),
             None => format!("/webhooks/{conn}"),
         };
-        request("POST", &path, &[h("content-type", "text/xml; charset=utf-8"), h("soapaction", "\"\"")], body)
+        request(
+            "POST",
+            &path,
+            &[h("content-type", "text/xml; charset=utf-8"), h("soapaction", "\"\"")],
+            body,
+        )
     };
     let good = envelope(SF_ORG, "04l000000000001AAA");
-    rows.push(valid("salesforce: valid".into(), post("sf", Some(SF), &good), &[("sf", "04l000000000001AAA")]));
+    rows.push(valid(
+        "salesforce: valid".into(),
+        post("sf", Some(SF), &good),
+        &[("sf", "04l000000000001AAA")],
+    ));
     let bad = envelope(SF_ORG, "04l000000000002AAA");
     for (what, token, body) in [
         ("missing token", None, bad.clone()),
         ("wrong token", Some("sf-hook-tokem"), bad.clone()),
         ("truncated token", Some("sf-hook-toke"), bad.clone()),
-        ("the right token, another org", Some(SF), envelope("00D000000000009AAA", "04l000000000003AAA")),
+        (
+            "the right token, another org",
+            Some(SF),
+            envelope("00D000000000009AAA", "04l000000000003AAA"),
+        ),
         ("no token, not XML", None, b"<<<".to_vec()),
     ] {
-        rows.push(row(format!("salesforce: {what}"), post("sf", token, &body), Expect::Status(401)));
+        rows.push(row(
+            format!("salesforce: {what}"),
+            post("sf", token, &body),
+            Expect::Status(401),
+        ));
     }
     let mut deep = b"<a>".repeat(1300);
     deep.extend(b"</a>".repeat(1300).iter());
@@ -702,17 +939,33 @@ fn creatio_and_api_rows(rows: &mut Vec<Row>) {
     for (what, auth, status) in [
         ("API: no token", None, 401),
         ("API: wrong token", Some(&b"Bearer api-secret-tokem"[..]), 401),
-        ("API: token with a byte appended", Some(b"Bearer api-secret-token1"), 401),
+        (
+            "API: token with a byte appended",
+            Some(b"Bearer api-secret-token1"),
+            401,
+        ),
         ("API: truncated token", Some(b"Bearer api-secret-toke"), 401),
         ("API: Basic scheme", Some(b"Basic api-secret-token"), 401),
         ("API: token without a scheme", Some(b"api-secret-token"), 401),
         ("API: header not UTF-8", Some(b"Bearer \xff"), 401),
         ("API: right token", Some(b"Bearer api-secret-token"), 200),
-        ("API: right token, scheme in lower case", Some(b"bearer api-secret-token"), 200),
-        ("API: right token, scheme in upper case", Some(b"BEARER api-secret-token"), 200),
+        (
+            "API: right token, scheme in lower case",
+            Some(b"bearer api-secret-token"),
+            200,
+        ),
+        (
+            "API: right token, scheme in upper case",
+            Some(b"BEARER api-secret-token"),
+            200,
+        ),
     ] {
         let headers: Vec<(&str, Vec<u8>)> = auth.map(|a| vec![h("authorization", a)]).unwrap_or_default();
-        rows.push(row(what.into(), request("GET", "/v1/connections", &headers, b""), Expect::Status(status)));
+        rows.push(row(
+            what.into(),
+            request("GET", "/v1/connections", &headers, b""),
+            Expect::Status(status),
+        ));
     }
 }
 
@@ -783,7 +1036,12 @@ async fn every_hostile_webhook_gets_its_exact_answer_and_nothing_unverified_is_s
             .filter(|(r, got)| r.expect != **got)
             .map(|(r, got)| format!("{}: expected {:?}, got {got:?}", r.name, r.expect))
             .collect();
-        assert!(mismatches.is_empty(), "{} mismatches:\n{}", mismatches.len(), mismatches.join("\n"));
+        assert!(
+            mismatches.is_empty(),
+            "{} mismatches:\n{}",
+            mismatches.len(),
+            mismatches.join("\n")
+        );
 
         // The inbox holds exactly the events of the valid rows.
         let expected: BTreeSet<(String, String)> = rows.iter().flat_map(|r| r.stores.iter().cloned()).collect();
@@ -796,7 +1054,10 @@ async fn every_hostile_webhook_gets_its_exact_answer_and_nothing_unverified_is_s
             .collect();
         let stored_set: BTreeSet<_> = stored.iter().cloned().collect();
         assert_eq!(stored.len(), stored_set.len(), "no event stored twice");
-        assert_eq!(stored_set, expected, "the inbox holds the valid rows' events and nothing else");
+        assert_eq!(
+            stored_set, expected,
+            "the inbox holds the valid rows' events and nothing else"
+        );
 
         // Still serving.
         let health = exchange(addr, &Send::Whole(request("GET", "/healthz", &[], b""))).await;

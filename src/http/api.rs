@@ -256,7 +256,14 @@ mod tests {
 
     #[test]
     fn other_schemes_and_empty_tokens_present_no_token() {
-        for value in [&b"Basic dG9rOnRvaw=="[..], b"Bearer", b"Bearer ", b"tok", b"Bearertok", b"Token tok"] {
+        for value in [
+            &b"Basic dG9rOnRvaw=="[..],
+            b"Bearer",
+            b"Bearer ",
+            b"tok",
+            b"Bearertok",
+            b"Token tok",
+        ] {
             assert_eq!(bearer_token(&with_auth(value)), None, "{value:?}");
         }
         assert_eq!(bearer_token(&http::HeaderMap::new()), None);

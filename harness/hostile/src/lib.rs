@@ -195,7 +195,12 @@ pub async fn run(flood: &Flood) -> Report {
             while !stop.load(Ordering::Relaxed) {
                 id += 1;
                 let t = Instant::now();
-                let status = probe(flood.target, &webhook_request(&flood.webhook_path, id), flood.probe_timeout).await;
+                let status = probe(
+                    flood.target,
+                    &webhook_request(&flood.webhook_path, id),
+                    flood.probe_timeout,
+                )
+                .await;
                 report.webhooks_sent += 1;
                 if status == Some(200) {
                     report.webhooks_ok += 1;
@@ -289,5 +294,7 @@ connect_timeout = "1s"
 pub async fn stored_events(url: &str) -> anyhow::Result<u64> {
     use sea_orm::{EntityTrait, PaginatorTrait};
     let store = crmsyncd::store::Store::connect(url).await?;
-    Ok(crmsyncd_entities::webhook_events::Entity::find().count(store.db()).await?)
+    Ok(crmsyncd_entities::webhook_events::Entity::find()
+        .count(store.db())
+        .await?)
 }

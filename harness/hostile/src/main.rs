@@ -55,7 +55,14 @@ fn main() -> anyhow::Result<()> {
     let target = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let outcome = runtime.block_on(async {
         let deadline = Instant::now() + Duration::from_secs(30);
-        while probe(target, b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", Duration::from_secs(1)).await != Some(200) {
+        while probe(
+            target,
+            b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(1),
+        )
+        .await
+            != Some(200)
+        {
             if Instant::now() > deadline {
                 bail!("the daemon did not come up");
             }
@@ -84,7 +91,12 @@ fn main() -> anyhow::Result<()> {
         })
         .await;
         let elapsed = started.elapsed();
-        let alive_after = probe(target, b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n", Duration::from_secs(15)).await;
+        let alive_after = probe(
+            target,
+            b"GET /healthz HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n",
+            Duration::from_secs(15),
+        )
+        .await;
         Ok((report, elapsed, fds_before, alive_after, sampler))
     });
     let (report, elapsed, fds_before, alive_after, sampler) = match outcome {
@@ -106,13 +118,22 @@ fn main() -> anyhow::Result<()> {
     println!("connections held      {}", args.connections);
     println!("ramp-up               {:.1?}", report.ramp_up);
     println!("run time              {elapsed:.1?}");
-    println!("attacker connects     {} ({} connect errors)", report.connects, report.connect_errors);
+    println!(
+        "attacker connects     {} ({} connect errors)",
+        report.connects, report.connect_errors
+    );
     println!("dropped by daemon     {}", report.dropped_by_daemon);
     println!("peak open (client)    {}", report.peak_open);
     println!("daemon fds            {fds_before:?} before, {max_fds} peak");
     println!("daemon RSS peak       {} MiB", max_rss / 1024);
-    println!("webhooks              {} sent, {} ok, {} failed", report.webhooks_sent, report.webhooks_ok, report.webhooks_failed);
-    println!("healthz               {} sent, {} ok, {} failed", report.health_sent, report.health_ok, report.health_failed);
+    println!(
+        "webhooks              {} sent, {} ok, {} failed",
+        report.webhooks_sent, report.webhooks_ok, report.webhooks_failed
+    );
+    println!(
+        "healthz               {} sent, {} ok, {} failed",
+        report.health_sent, report.health_ok, report.health_failed
+    );
     println!(
         "probe latency ms      p50 {} p99 {} max {}",
         report.percentile(0.5),
@@ -120,7 +141,10 @@ fn main() -> anyhow::Result<()> {
         report.latencies_ms.last().copied().unwrap_or(0)
     );
     println!("inbox events          {stored} (acknowledged {})", report.webhooks_ok);
-    println!("after the flood       /healthz {alive_after:?}; crashed during: {}", crashed.is_some());
+    println!(
+        "after the flood       /healthz {alive_after:?}; crashed during: {}",
+        crashed.is_some()
+    );
     println!("exit on SIGTERM       {exit}");
     let mut problems = Vec::new();
     if crashed.is_some() {

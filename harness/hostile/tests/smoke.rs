@@ -10,8 +10,10 @@ use crmsyncd_hostile::{Flood, daemon_config, run, stored_events};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_idle_slow_and_partial_connections_does_not_stop_valid_webhooks() {
     let dir = tempfile::tempdir().unwrap();
-    let text = daemon_config(0, dir.path(), "smoke-token", 256)
-        .replace("[http]\n", "[http]\nheader_read_timeout = \"1s\"\nbody_read_timeout = \"1s\"\n");
+    let text = daemon_config(0, dir.path(), "smoke-token", 256).replace(
+        "[http]\n",
+        "[http]\nheader_read_timeout = \"1s\"\nbody_read_timeout = \"1s\"\n",
+    );
     let config = Config::parse(&text, Path::new("smoke.toml"), &|_| None).unwrap();
     let db_url = config.database.url.clone();
     let app = Application::build(config).await.unwrap();
@@ -32,8 +34,14 @@ async fn a_flood_of_idle_slow_and_partial_connections_does_not_stop_valid_webhoo
     eprintln!("{report:?}");
     assert!(report.peak_open >= 256, "the flood held the cap: {}", report.peak_open);
     assert!(report.dropped_by_daemon > 0, "the daemon's timeouts closed attackers");
-    assert!(report.webhooks_ok > 0 && report.health_ok > 0, "probes were answered during the flood");
+    assert!(
+        report.webhooks_ok > 0 && report.health_ok > 0,
+        "probes were answered during the flood"
+    );
     let _ = stop.send(());
     daemon.await.unwrap().unwrap();
-    assert!(stored_events(&db_url).await.unwrap() >= report.webhooks_ok, "every acknowledged webhook is stored");
+    assert!(
+        stored_events(&db_url).await.unwrap() >= report.webhooks_ok,
+        "every acknowledged webhook is stored"
+    );
 }

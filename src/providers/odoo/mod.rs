@@ -259,7 +259,10 @@ impl Provider for Odoo {
 }
 
 /// Verifies an Odoo webhook (its `?token=`, in constant time, before the body is read) and turns it into one event.
-pub fn verify_webhook(token: Option<&Secret>, request: &WebhookRequest<'_>) -> Result<Vec<NewWebhookEvent>, WebhookError> {
+pub fn verify_webhook(
+    token: Option<&Secret>,
+    request: &WebhookRequest<'_>,
+) -> Result<Vec<NewWebhookEvent>, WebhookError> {
     let expected = token.ok_or(WebhookError::Unauthorized(
         "webhooks are not configured for this connection",
     ))?;
