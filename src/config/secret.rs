@@ -28,8 +28,12 @@ fn remember(value: &str) {
     if value.len() < MIN_REDACTED_LEN {
         return;
     }
+    let seen = |known: &VecDeque<Arc<str>>| known.iter().any(|k| &**k == value);
+    if seen(&KNOWN.read().unwrap_or_else(|e| e.into_inner())) {
+        return;
+    }
     let mut known = KNOWN.write().unwrap_or_else(|e| e.into_inner());
-    if known.iter().any(|k| &**k == value) {
+    if seen(&known) {
         return;
     }
     if known.len() == MAX_KNOWN {
