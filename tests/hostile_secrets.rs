@@ -183,7 +183,10 @@ fn daemon(args: &[&str], config: &std::path::Path) -> Command {
 }
 
 /// Requests that fail verification, several of them carrying the right secret somewhere it does not belong.
-fn hostile_requests() -> Vec<(String, Vec<(String, String)>, String)> {
+/// A request to send: path and query, headers, body.
+type Hostile = (String, Vec<(String, String)>, String);
+
+fn hostile_requests() -> Vec<Hostile> {
     let s = |name: &str| SECRETS.iter().find(|(n, _)| *n == name).unwrap().1.to_string();
     let b64 = |t: &str| {
         use base64::Engine;

@@ -40,9 +40,7 @@ const SF_ORG: &str = "00D000000000001AAA";
 
 /// Connections that never reach a CRM (their base URL is a closed port): only their webhook routes matter here.
 fn connections() -> String {
-    let common = format!(
-        "poll_interval = \"1h\"\nrequest_timeout = \"1s\"\nconnect_timeout = \"1s\"\nretry_backoff = {{ min = \"1s\", max = \"10s\" }}\n"
-    );
+    let common = "poll_interval = \"1h\"\nrequest_timeout = \"1s\"\nconnect_timeout = \"1s\"\nretry_backoff = { min = \"1s\", max = \"10s\" }\n";
     let oauth = format!(
         "oauth = {{ token_url = \"{DEAD}/token\", client_id = \"c\", client_secret = \"s\", refresh_token = \"r\" }}"
     );
@@ -154,6 +152,12 @@ objects = ["Contact"]
 "#
     )
 }
+
+/// One header.
+type Header = (&'static str, Vec<u8>);
+
+/// A case of a provider's table: what it tries, the headers, the body.
+type Case = (&'static str, Vec<Header>, Vec<u8>);
 
 /// What a row must get back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -343,7 +347,7 @@ fn hubspot_rows(rows: &mut Vec<Row>, port: u16) {
     let sig = sign_v3(HS_A, "POST", &uri("hs-a"), &bad, ts);
     let with = |sig: &[u8], ts: &[u8]| vec![h("x-hubspot-signature-v3", sig), h("x-hubspot-request-timestamp", ts)];
     let t = ts.to_string();
-    let cases: Vec<(&str, Vec<(&str, Vec<u8>)>, Vec<u8>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "missing signature",
             vec![h("x-hubspot-request-timestamp", &t)],
@@ -519,7 +523,7 @@ fn klaviyo_rows(rows: &mut Vec<Row>) {
     let sig = klaviyo_hooks::sign(KL, &bad, &date);
     let old = klaviyo_hooks::http_date(now - chrono::Duration::minutes(10));
     let ahead = klaviyo_hooks::http_date(now + chrono::Duration::minutes(10));
-    let cases: Vec<(&str, Vec<(&str, Vec<u8>)>, Vec<u8>)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "missing signature",
             vec![h("klaviyo-timestamp", &date), h("klaviyo-webhook-id", "wh1")],
