@@ -278,6 +278,7 @@ impl ConnectionRun {
             }
             Err(SyncError::Cancelled) => Ok(()),
             Err(SyncError::Provider(ProviderError::Auth(message))) => {
+                let message = crate::config::redact(&message);
                 tracing::error!(connection, error = %message, "The CRM refused the credentials; the connection is parked until resumed or reconfigured.");
                 self.parked = true;
                 if let Some(t) = self.timer.take() {

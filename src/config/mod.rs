@@ -20,7 +20,7 @@ use url::Url;
 pub use connection::{BackoffConfig, ConnectionConfig, ProviderConfig, ProviderKind};
 pub use interpolate::Unset;
 pub use ratelimit::{RateLimitConfig, RateLimitGroup, RateLimits};
-pub use secret::Secret;
+pub use secret::{Secret, redact};
 
 /// Where `crmsyncd run` looks for its config unless told otherwise.
 pub const DEFAULT_CONFIG_PATH: &str = "config/crmsyncd.toml";

@@ -29,13 +29,7 @@ pub async fn handle(state: &HttpState, segments: &[&str], request: Request<Incom
     let Some(token) = &state.http.api_token else {
         return response::error(StatusCode::NOT_FOUND, "the API is disabled (set http.api_token)");
     };
-    let presented = request
-        .headers()
-        .get(http::header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or("");
-    if !token.matches(presented.as_bytes()) {
+    if !token.matches(bearer_token(request.headers()).unwrap_or_default()) {
         let mut r = response::error(StatusCode::UNAUTHORIZED, "missing or wrong bearer token");
         r.headers_mut()
             .insert(http::header::WWW_AUTHENTICATE, "Bearer".parse().expect("static header"));
@@ -57,6 +51,19 @@ pub async fn handle(state: &HttpState, segments: &[&str], request: Request<Incom
         tracing::error!(error = %e, "API request failed on the database.");
         response::error(StatusCode::SERVICE_UNAVAILABLE, "storage unavailable; retry later")
     })
+}
+
+/// The credentials of an `Authorization: Bearer <token>` header. The scheme is case-insensitive (RFC 9110
+/// section 11.1), so `bearer x` is the token `x`; any other scheme, or none, is no token at all.
+fn bearer_token(headers: &http::HeaderMap) -> Option<&[u8]> {
+    let value = headers.get(http::header::AUTHORIZATION)?.as_bytes();
+    let value = value.trim_ascii();
+    let space = value.iter().position(|b| *b == b' ')?;
+    let (scheme, rest) = value.split_at(space);
+    scheme
+        .eq_ignore_ascii_case(b"bearer")
+        .then(|| rest.trim_ascii())
+        .filter(|t| !t.is_empty())
 }
 
 async fn connections(state: &HttpState) -> Result<Response<Body>, StoreError> {
@@ -225,4 +232,40 @@ fn write_json(w: &crmsyncd_entities::outbox::Model) -> Value {
         "created_at": time(&w.created_at),
         "updated_at": time(&w.updated_at),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_auth(value: &[u8]) -> http::HeaderMap {
+        let mut headers = http::HeaderMap::new();
+        headers.insert(
+            http::header::AUTHORIZATION,
+            http::HeaderValue::from_bytes(value).unwrap(),
+        );
+        headers
+    }
+
+    #[test]
+    fn bearer_scheme_is_matched_whatever_its_case() {
+        for value in [&b"Bearer tok"[..], b"bearer tok", b"BEARER tok", b"bEaReR   tok  "] {
+            assert_eq!(bearer_token(&with_auth(value)), Some(&b"tok"[..]), "{value:?}");
+        }
+    }
+
+    #[test]
+    fn other_schemes_and_empty_tokens_present_no_token() {
+        for value in [
+            &b"Basic dG9rOnRvaw=="[..],
+            b"Bearer",
+            b"Bearer ",
+            b"tok",
+            b"Bearertok",
+            b"Token tok",
+        ] {
+            assert_eq!(bearer_token(&with_auth(value)), None, "{value:?}");
+        }
+        assert_eq!(bearer_token(&http::HeaderMap::new()), None);
+    }
 }

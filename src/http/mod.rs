@@ -2,6 +2,7 @@
 
 mod api;
 mod body;
+pub mod fd_limit;
 mod response;
 mod webhooks;
 
@@ -56,7 +57,17 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) {
-    let permits = Arc::new(Semaphore::new(state.http.max_connections));
+    // Below the open-file limit whatever `max_connections` says: a connection flood must not take the
+    // descriptors the database and the CRM clients need.
+    let cap = fd_limit::connection_cap(state.http.max_connections, fd_limit::raise_to_hard_limit());
+    if cap < state.http.max_connections {
+        tracing::warn!(
+            configured = state.http.max_connections,
+            cap,
+            "http.max_connections is above what the open-file limit allows; capping it."
+        );
+    }
+    let permits = Arc::new(Semaphore::new(cap));
     let graceful = GracefulShutdown::new();
     let mut builder = http1::Builder::new();
     builder

@@ -1,6 +1,9 @@
-//! How a provider failure tells the caller what to do next.
+//! How a provider failure tells the caller what to do next. Messages often quote what the CRM answered, and a CRM
+//! may echo our request (token included), so every message prints through [`redact`].
 
 use std::time::Duration;
+
+use crate::config::redact;
 
 /// A failed call to a CRM, classified by what the caller should do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -9,13 +12,13 @@ pub enum ProviderError {
     #[error("rate limited by the CRM; retry after {wait:?}")]
     RateLimited { wait: Duration },
     /// 5xx, timeout, connection error, unreadable answer: retry with backoff.
-    #[error("transient CRM failure: {0}")]
+    #[error("transient CRM failure: {}", redact(.0))]
     Transient(String),
     /// 401/403 or a refused login: stop calling the CRM until the credentials change.
-    #[error("the CRM refused the credentials: {0}")]
+    #[error("the CRM refused the credentials: {}", redact(.0))]
     Auth(String),
     /// The CRM rejected the request itself (400, 422, a validation error): retrying cannot help.
-    #[error("the CRM rejected the request: {0}")]
+    #[error("the CRM rejected the request: {}", redact(.0))]
     Permanent(String),
 }
 
@@ -40,6 +43,6 @@ pub enum WebhookError {
     #[error("stale or future timestamp")]
     Stale,
     /// Verified, but the body is not what the CRM sends.
-    #[error("malformed body: {0}")]
+    #[error("malformed body: {}", redact(.0))]
     Malformed(String),
 }

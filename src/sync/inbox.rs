@@ -58,7 +58,7 @@ pub async fn process_inbox(ctx: &SyncContext) -> Result<usize, SyncError> {
                 Err(ProviderError::Permanent(message)) => {
                     // Record why and move on rather than block the inbox.
                     for id in group.events {
-                        failed.insert(id, message.clone());
+                        failed.insert(id, crate::config::redact(&message).into_owned());
                     }
                     continue;
                 }

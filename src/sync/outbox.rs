@@ -40,11 +40,14 @@ pub async fn drain_outbox(ctx: &SyncContext) -> Result<usize, SyncError> {
                     progressed = true;
                 }
                 Err(ProviderError::Permanent(message)) => {
+                    // Stored and shown by the API: scrubbed of any secret the CRM echoed back.
+                    let message = crate::config::redact(&message);
                     tracing::warn!(connection = %ctx.connection, write = write.id, error = %message, "Write rejected by the CRM; dead-lettered.");
                     ctx.store.write_dead(write.id, &message).await?;
                     progressed = true;
                 }
                 Err(ProviderError::Transient(message)) => {
+                    let message = crate::config::redact(&message);
                     ctx.metrics.retry(&ctx.connection, "transient");
                     let delay = ctx.write_backoff.delay(write.attempts.max(0) as u32);
                     let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();

@@ -60,8 +60,10 @@ pub fn verify(
                 .trim()
                 .parse()
                 .map_err(|_| WebhookError::Unauthorized("invalid timestamp"))?;
-            let age_ms = request.now.timestamp_millis() - ts_ms;
-            if age_ms.unsigned_abs() > tolerance.as_millis() as u64 {
+            // The timestamp is the sender's, unverified yet: `now - i64::MIN` overflows, so an age that does not
+            // fit is simply outside the window.
+            let age_ms = request.now.timestamp_millis().checked_sub(ts_ms).map(i64::unsigned_abs);
+            if age_ms.is_none_or(|age| u128::from(age) > tolerance.as_millis()) {
                 return Err(WebhookError::Stale);
             }
             let expected = base64::engine::general_purpose::STANDARD
@@ -277,6 +279,37 @@ mod tests {
                 SignatureVersion::V3,
                 FIVE_MIN
             ),
+            Err(WebhookError::Stale)
+        );
+    }
+
+    #[test]
+    fn v3_timestamps_at_the_ends_of_i64_are_stale_not_a_panic() {
+        let secret = Secret::new("s3cret");
+        for ts in [i64::MIN, i64::MIN + 1, i64::MAX, -1, 0] {
+            let f = Fixture::new("/webhooks/hs", NOW, "s3cret");
+            let mut headers = f.headers.clone();
+            headers.insert("x-hubspot-request-timestamp", ts.to_string().parse().unwrap());
+            let request = WebhookRequest {
+                headers: &headers,
+                ..f.request("/webhooks/hs", NOW)
+            };
+            assert_eq!(
+                verify(&request, Some(&secret), SignatureVersion::V3, FIVE_MIN),
+                Err(WebhookError::Stale),
+                "{ts}"
+            );
+        }
+        // A tolerance too large for any timestamp to leave still refuses i64::MIN.
+        let f = Fixture::new("/webhooks/hs", NOW, "s3cret");
+        let mut headers = f.headers.clone();
+        headers.insert("x-hubspot-request-timestamp", i64::MIN.to_string().parse().unwrap());
+        let request = WebhookRequest {
+            headers: &headers,
+            ..f.request("/webhooks/hs", NOW)
+        };
+        assert_eq!(
+            verify(&request, Some(&secret), SignatureVersion::V3, Duration::MAX),
             Err(WebhookError::Stale)
         );
     }

@@ -20,7 +20,7 @@ use super::{
     CrmClient, EventAction, Fetched, Page, PageToken, Provider, ProviderError, PushRequest, WebhookError,
     WebhookRequest,
 };
-use crate::config::{ConnectionConfig, ProviderKind};
+use crate::config::{ConnectionConfig, ProviderKind, Secret};
 use crate::model::RemoteRecord;
 use crate::store::NewWebhookEvent;
 
@@ -238,32 +238,7 @@ impl Provider for Odoo {
     }
 
     fn verify_webhook(&self, request: &WebhookRequest<'_>) -> Result<Vec<NewWebhookEvent>, WebhookError> {
-        let expected = self.config.webhook_token.as_ref().ok_or(WebhookError::Unauthorized(
-            "webhooks are not configured for this connection",
-        ))?;
-        let query = request.path_and_query.split_once('?').map(|(_, q)| q).unwrap_or("");
-        let token = url::form_urlencoded::parse(query.as_bytes())
-            .find(|(k, _)| k == "token")
-            .map(|(_, v)| v.into_owned())
-            .ok_or(WebhookError::Unauthorized("missing token"))?;
-        if !expected.matches(token.as_bytes()) {
-            return Err(WebhookError::Unauthorized("bad token"));
-        }
-        let body: Value = serde_json::from_slice(request.body)
-            .map_err(|e| WebhookError::Malformed(format!("expected a JSON object: {e}")))?;
-        let model = body.get("_model").and_then(Value::as_str);
-        let id = body.get("_id").and_then(Value::as_i64);
-        let (Some(model), Some(_)) = (model, id) else {
-            return Err(WebhookError::Malformed("expected _model and an integer _id".into()));
-        };
-        // Odoo sends no event id (and never retries): the body's hash makes an identical redelivery a no-op.
-        let event_id = hex::encode(Sha256::digest(request.body));
-        Ok(vec![NewWebhookEvent {
-            event_id,
-            object: Some(model.to_string()),
-            headers: json!({}),
-            body,
-        }])
+        verify_webhook(self.config.webhook_token.as_ref(), request)
     }
 
     fn interpret_event(&self, event: &Value) -> Vec<EventAction> {
@@ -281,6 +256,39 @@ impl Provider for Odoo {
             ids: vec![id.to_string()],
         }]
     }
+}
+
+/// Verifies an Odoo webhook (its `?token=`, in constant time, before the body is read) and turns it into one event.
+pub fn verify_webhook(
+    token: Option<&Secret>,
+    request: &WebhookRequest<'_>,
+) -> Result<Vec<NewWebhookEvent>, WebhookError> {
+    let expected = token.ok_or(WebhookError::Unauthorized(
+        "webhooks are not configured for this connection",
+    ))?;
+    let query = request.path_and_query.split_once('?').map(|(_, q)| q).unwrap_or("");
+    let token = url::form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == "token")
+        .map(|(_, v)| v.into_owned())
+        .ok_or(WebhookError::Unauthorized("missing token"))?;
+    if !expected.matches(token.as_bytes()) {
+        return Err(WebhookError::Unauthorized("bad token"));
+    }
+    let body: Value = serde_json::from_slice(request.body)
+        .map_err(|e| WebhookError::Malformed(format!("expected a JSON object: {e}")))?;
+    let model = body.get("_model").and_then(Value::as_str);
+    let id = body.get("_id").and_then(Value::as_i64);
+    let (Some(model), Some(_)) = (model, id) else {
+        return Err(WebhookError::Malformed("expected _model and an integer _id".into()));
+    };
+    // Odoo sends no event id (and never retries): the body's hash makes an identical redelivery a no-op.
+    let event_id = hex::encode(Sha256::digest(request.body));
+    Ok(vec![NewWebhookEvent {
+        event_id,
+        object: Some(model.to_string()),
+        headers: json!({}),
+        body,
+    }])
 }
 
 #[cfg(test)]

@@ -83,6 +83,11 @@ impl ProviderSettings for PipedriveConfig {
         }
         match (&self.webhook_user, &self.webhook_password) {
             (Some(user), Some(_)) if user.is_empty() => problem("webhook_user", "must not be empty".into()),
+            // HTTP Basic joins user and password with the first ':', so such a user could never be matched.
+            (Some(user), _) if user.contains(':') => problem(
+                "webhook_user",
+                "must not contain ':' (HTTP Basic separates the user from the password with it)".into(),
+            ),
             (Some(_), None) => problem(
                 "webhook_password",
                 "is required with webhook_user (both are set on the Pipedrive webhook)".into(),
@@ -198,5 +203,17 @@ mod tests {
                 .any(|k| k.contains("colour")),
             "unknown keys are refused"
         );
+    }
+
+    #[test]
+    fn a_webhook_user_with_a_colon_is_refused_at_load() {
+        let error = parse("objects = [\"persons\"]\nwebhook_user = \"hook:er\"\nwebhook_password = \"p\"")
+            .expect_err("a user with ':' can never match HTTP Basic credentials");
+        let problem = error
+            .problems
+            .iter()
+            .find(|p| p.key == "connection[0].webhook_user")
+            .expect("the problem names webhook_user");
+        assert!(problem.message.contains("':'"), "{}", problem.message);
     }
 }

@@ -6,7 +6,7 @@ mod config;
 mod paging;
 mod push;
 mod quota;
-mod webhook;
+pub mod webhook;
 mod wire;
 
 use std::collections::HashSet;

@@ -6,7 +6,7 @@
 
 mod config;
 mod limits;
-mod outbound;
+pub mod outbound;
 mod soql;
 #[cfg(test)]
 mod tests;
