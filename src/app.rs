@@ -209,7 +209,10 @@ impl Application {
             watchdog.abort();
         }
         // A connection abandoned above may still hold a pooled connection, which close() would wait for.
-        if tokio::time::timeout_at(deadline, self.handle.store.close()).await.is_err() {
+        if tokio::time::timeout_at(deadline, self.handle.store.close())
+            .await
+            .is_err()
+        {
             tracing::warn!(?grace, "The database pool did not close within the grace period.");
         }
         tracing::info!("Stopped.");

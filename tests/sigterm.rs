@@ -127,7 +127,11 @@ async fn sigterm_under_load_stops_accepting_answers_in_flight_webhooks_commits_c
                         && status.is_success()
                     {
                         let mut acked = acknowledged.lock().unwrap();
-                        acked.extend(events.iter().map(|e| e["eventId"].to_string().trim_matches('"').to_string()));
+                        acked.extend(
+                            events
+                                .iter()
+                                .map(|e| e["eventId"].to_string().trim_matches('"').to_string()),
+                        );
                     }
                     tokio::time::sleep(Duration::from_millis(20)).await;
                 }
@@ -150,28 +154,47 @@ async fn sigterm_under_load_stops_accepting_answers_in_flight_webhooks_commits_c
         let mut answer = Vec::new();
         in_flight.read_to_end(&mut answer).await.unwrap();
         let answer = String::from_utf8_lossy(&answer);
-        assert!(answer.starts_with("HTTP/1.1 2"), "the webhook in flight is answered 2xx: {answer}");
+        assert!(
+            answer.starts_with("HTTP/1.1 2"),
+            "the webhook in flight is answered 2xx: {answer}"
+        );
 
         let (status, _) = wait_exit(&mut daemon, Duration::from_secs(30)).await;
         let took = signalled.elapsed();
         stop.store(true, Ordering::Release);
         load.await.unwrap();
-        assert!(status.success(), "SIGTERM ends the daemon with status 0, got {status:?}");
-        assert!(took < Duration::from_secs(10), "exited {took:?} after SIGTERM; the default grace is 10 s");
+        assert!(
+            status.success(),
+            "SIGTERM ends the daemon with status 0, got {status:?}"
+        );
+        assert!(
+            took < Duration::from_secs(10),
+            "exited {took:?} after SIGTERM; the default grace is 10 s"
+        );
 
         let stored = inbox(&store).await;
-        assert!(stored.contains(&in_flight_id), "the in-flight webhook's event was stored");
+        assert!(
+            stored.contains(&in_flight_id),
+            "the in-flight webhook's event was stored"
+        );
         for id in acknowledged.lock().unwrap().iter() {
             assert!(stored.contains(id), "acknowledged event {id} is in the inbox");
         }
         // The cursor is committed with the page it follows: its record is stored, at or past it.
-        let cursor = store.cursor("hs", "contacts").await.unwrap().expect("a committed cursor");
+        let cursor = store
+            .cursor("hs", "contacts")
+            .await
+            .unwrap()
+            .expect("a committed cursor");
         let row = store
             .record("hs", "contacts", &cursor.id)
             .await
             .unwrap()
             .expect("the cursor's record is stored");
-        assert!(row.remote_updated_at >= cursor.ts, "the cursor is not ahead of the data");
+        assert!(
+            row.remote_updated_at >= cursor.ts,
+            "the cursor is not ahead of the data"
+        );
         store.close().await;
         sim.shutdown().await;
         db
@@ -211,7 +234,10 @@ async fn sigterm_grace_period_is_one_budget_for_every_stage() {
         sigterm(&daemon);
         let (status, took) = wait_exit(&mut daemon, Duration::from_secs(30)).await;
         let took = took.max(signalled.elapsed());
-        assert!(status.success(), "exit status 0 even when stages were cut short, got {status:?}");
+        assert!(
+            status.success(),
+            "exit status 0 even when stages were cut short, got {status:?}"
+        );
         assert!(
             took < grace + Duration::from_millis(1_500),
             "exited {took:?} after SIGTERM with a {grace:?} grace period: the stages must share one budget"
@@ -221,4 +247,3 @@ async fn sigterm_grace_period_is_one_budget_for_every_stage() {
     })
     .await;
 }
-

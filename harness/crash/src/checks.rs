@@ -39,15 +39,28 @@ pub enum Problem {
     /// Deleted in the CRM (or gone from it), live locally.
     NotDeleted { stream: String, id: String },
     /// A local copy older or newer than the CRM's version.
-    Stale { stream: String, id: String, local_ms: i64, truth_ms: i64 },
+    Stale {
+        stream: String,
+        id: String,
+        local_ms: i64,
+        truth_ms: i64,
+    },
     /// A field differs from the CRM's value.
     FieldDiffers { stream: String, id: String, field: String },
     /// A webhook answered 2xx whose event is not in the inbox.
     WebhookLost { connection: String, event_id: String },
     /// A write acknowledged by the API that the CRM did not create exactly once.
-    WriteNotOnce { connection: String, key: String, creates: usize },
+    WriteNotOnce {
+        connection: String,
+        key: String,
+        creates: usize,
+    },
     /// A write that never reached status "done".
-    WriteNotDone { connection: String, key: String, status: String },
+    WriteNotDone {
+        connection: String,
+        key: String,
+        status: String,
+    },
     /// A stored cursor with no stored record at or past it.
     CursorAhead { stream: String, cursor: String },
 }
@@ -66,7 +79,10 @@ impl fmt::Display for Problem {
             } => write!(f, "{stream} {id}: local version at {local_ms} ms, CRM at {truth_ms} ms"),
             Problem::FieldDiffers { stream, id, field } => write!(f, "{stream} {id}: field {field} differs"),
             Problem::WebhookLost { connection, event_id } => {
-                write!(f, "{connection}: webhook event {event_id} was acknowledged but is not in the inbox")
+                write!(
+                    f,
+                    "{connection}: webhook event {event_id} was acknowledged but is not in the inbox"
+                )
             }
             Problem::WriteNotOnce {
                 connection,

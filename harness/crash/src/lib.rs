@@ -134,7 +134,11 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
         tokio::time::sleep(uptime).await;
         daemon.kill().await?;
         if (kill + 1) % 10 == 0 {
-            eprintln!("crash: {} kills so far ({:.0} s)", kill + 1, started.elapsed().as_secs_f64());
+            eprintln!(
+                "crash: {} kills so far ({:.0} s)",
+                kill + 1,
+                started.elapsed().as_secs_f64()
+            );
         }
     }
 
@@ -142,7 +146,8 @@ pub async fn run(options: &Options) -> anyhow::Result<Report> {
     daemon.start()?;
     let truth: Truth = load.stop().await;
     let writes = truth
-        .finish_writes(&daemon.base_url(), &hubspot, &odoo, options.converge_timeout).await;
+        .finish_writes(&daemon.base_url(), &hubspot, &odoo, options.converge_timeout)
+        .await;
     let deadline = tokio::time::Instant::now() + options.converge_timeout;
     let mut problems;
     loop {

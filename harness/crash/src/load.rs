@@ -367,10 +367,7 @@ impl Truth {
             compared += truth.len();
             problems.extend(checks::compare_records(&stream, &truth, &local));
             if everything {
-                let cursor = store
-                    .cursor(connection, object)
-                    .await?
-                    .map(|c| (c.ts, c.id));
+                let cursor = store.cursor(connection, object).await?.map(|c| (c.ts, c.id));
                 problems.extend(checks::cursor_ahead(&stream, cursor, &local));
             }
         }

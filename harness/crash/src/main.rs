@@ -8,7 +8,10 @@ use clap::Parser;
 use crmsyncd_crash::{Backend, Options, run};
 
 #[derive(Parser)]
-#[command(name = "crmsyncd-crash", about = "SIGKILL the real daemon under load, again and again; then compare.")]
+#[command(
+    name = "crmsyncd-crash",
+    about = "SIGKILL the real daemon under load, again and again; then compare."
+)]
 struct Cli {
     /// sqlite or postgres (a fresh database per run; PostgreSQL at $CRMSYNCD_TEST_POSTGRES_URL or 127.0.0.1:5432).
     #[arg(long, default_value = "sqlite")]

@@ -4,9 +4,7 @@ use std::collections::{BTreeSet, HashSet};
 
 use chrono::{DateTime, TimeZone, Utc};
 use crmsyncd_crash::Problem;
-use crmsyncd_crash::checks::{
-    LocalRecord, TruthRecord, compare_records, cursor_ahead, lost_webhooks, writes_not_once,
-};
+use crmsyncd_crash::checks::{LocalRecord, TruthRecord, compare_records, cursor_ahead, lost_webhooks, writes_not_once};
 use serde_json::{Map, Value, json};
 
 fn at(ms: i64) -> DateTime<Utc> {
@@ -65,12 +63,33 @@ fn each_kind_of_record_loss_is_reported() {
     assert_eq!(
         problems,
         vec![
-            Problem::Missing { stream: s(), id: "missing".into() },
-            Problem::Stale { stream: s(), id: "stale".into(), local_ms: 1_500, truth_ms: 2_000 },
-            Problem::FieldDiffers { stream: s(), id: "field".into(), field: "name".into() },
-            Problem::NotDeleted { stream: s(), id: "undeleted".into() },
-            Problem::WronglyDeleted { stream: s(), id: "wrongly-deleted".into() },
-            Problem::NotDeleted { stream: s(), id: "gone-from-crm".into() },
+            Problem::Missing {
+                stream: s(),
+                id: "missing".into()
+            },
+            Problem::Stale {
+                stream: s(),
+                id: "stale".into(),
+                local_ms: 1_500,
+                truth_ms: 2_000
+            },
+            Problem::FieldDiffers {
+                stream: s(),
+                id: "field".into(),
+                field: "name".into()
+            },
+            Problem::NotDeleted {
+                stream: s(),
+                id: "undeleted".into()
+            },
+            Problem::WronglyDeleted {
+                stream: s(),
+                id: "wrongly-deleted".into()
+            },
+            Problem::NotDeleted {
+                stream: s(),
+                id: "gone-from-crm".into()
+            },
         ]
     );
 }
@@ -81,7 +100,10 @@ fn an_acknowledged_webhook_missing_from_the_inbox_is_lost() {
     let stored: HashSet<String> = ["e1", "e3", "unacknowledged"].map(String::from).into();
     assert_eq!(
         lost_webhooks("c", &acknowledged, &stored),
-        vec![Problem::WebhookLost { connection: "c".into(), event_id: "e2".into() }]
+        vec![Problem::WebhookLost {
+            connection: "c".into(),
+            event_id: "e2".into()
+        }]
     );
     assert!(lost_webhooks("c", &acknowledged, &acknowledged.iter().cloned().collect()).is_empty());
 }
@@ -106,6 +128,12 @@ fn a_cursor_past_the_stored_data_is_reported() {
     assert_eq!(cursor_ahead("s", Some((at(1_000), "7".into())), &l), None);
     // Record 9 was deleted after the cursor reached it: its time moved up, the cursor is still backed.
     assert_eq!(cursor_ahead("s", Some((at(1_500), "9".into())), &l), None);
-    assert!(cursor_ahead("s", Some((at(1_001), "7".into())), &l).is_some(), "cursor later than its record");
-    assert!(cursor_ahead("s", Some((at(500), "8".into())), &l).is_some(), "cursor on a record never stored");
+    assert!(
+        cursor_ahead("s", Some((at(1_001), "7".into())), &l).is_some(),
+        "cursor later than its record"
+    );
+    assert!(
+        cursor_ahead("s", Some((at(500), "8".into())), &l).is_some(),
+        "cursor on a record never stored"
+    );
 }
