@@ -189,22 +189,33 @@ impl Application {
                 .await;
             }
         };
+        // The grace period is one budget for every stage (requests in flight, the current pages, closing the
+        // pool), counted from the stop signal: a stage that hangs leaves the later ones only what remains.
+        let mut deadline = None;
         let trigger = async {
             stop.await;
+            deadline = Some(tokio::time::Instant::now() + grace);
             stopped.cancel();
         };
         tokio::join!(main, metrics, trigger);
+        let deadline = deadline.unwrap_or_else(|| tokio::time::Instant::now() + grace);
         systemd::stopping();
         tracing::info!("Stopping connections.");
         self.shutdown.cancel();
         self.handle.supervisor.stop(Some("shutdown".into()));
-        if tokio::time::timeout(grace, self.supervisor_task).await.is_err() {
+        if tokio::time::timeout_at(deadline, self.supervisor_task).await.is_err() {
             tracing::warn!(?grace, "Connections did not stop within the grace period.");
         }
         if let Some(watchdog) = watchdog {
             watchdog.abort();
         }
-        self.handle.store.close().await;
+        // A connection abandoned above may still hold a pooled connection, which close() would wait for.
+        if tokio::time::timeout_at(deadline, self.handle.store.close())
+            .await
+            .is_err()
+        {
+            tracing::warn!(?grace, "The database pool did not close within the grace period.");
+        }
         tracing::info!("Stopped.");
         Ok(())
     }

@@ -5,6 +5,7 @@ mod support;
 use std::time::Duration;
 
 use chrono::Utc;
+use crmsyncd::model::RemoteRecord;
 use crmsyncd::store::Store;
 use crmsyncd_sim::hubspot::{HubSpotSim, HubSpotSimConfig, SignatureVersion};
 use support::{hubspot_connection, on_each_database, spawn_app, wait_for, wait_until_ok};
@@ -196,6 +197,62 @@ async fn deletes_without_webhooks_are_found_in_the_archived_list() {
             "a record archived before the first pass is never live"
         );
         assert_eq!(live().await, 36);
+        app.stop().await.unwrap();
+        sim.shutdown().await;
+        db
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deletion_while_the_daemon_was_down_after_a_cut_short_pass_is_applied() {
+    on_each_database(|db| async move {
+        let sim = HubSpotSim::start(HubSpotSimConfig::default()).await.unwrap();
+        let ids = sim.seed("contacts", 30, None);
+        // Arrange what a SIGKILL after the first page leaves: that page and its cursor committed, no completed
+        // pass, the delete log never read.
+        let store = Store::connect(&db.url).await.unwrap();
+        store.migrate().await.unwrap();
+        let first_page: Vec<RemoteRecord> = sim.records("contacts")[..10]
+            .iter()
+            .map(|r| RemoteRecord {
+                remote_id: r.id.clone(),
+                updated_at: r.updated_at,
+                data: serde_json::Value::Object(r.properties.clone()),
+            })
+            .collect();
+        let cursor = first_page.iter().map(RemoteRecord::position).max();
+        store
+            .apply_page("hs", "contacts", &first_page, cursor.as_ref())
+            .await
+            .unwrap();
+        store.close().await;
+        // Deleted while the daemon is down, with no webhook; then more than the overlap passes before it is back,
+        // so only a delete-log read reaching back to that first page can see it.
+        sim.delete("contacts", &ids[0]);
+        tokio::time::sleep(Duration::from_millis(600)).await;
+
+        let conn = hubspot_connection("hs", &sim.base_url(), &["contacts"], "")
+            .replace("overlap = \"2s\"", "overlap = \"200ms\"");
+        let app = spawn_app(&db, &conn, "").await;
+        let store = app.handle.store.clone();
+        wait_for("the first delete-log read", Duration::from_secs(30), || async {
+            store
+                .cursor_row("hs", "contacts")
+                .await
+                .unwrap()
+                .is_some_and(|row| row.swept_at.is_some())
+        })
+        .await;
+        let deleted = store.record("hs", "contacts", &ids[0]).await.unwrap().unwrap();
+        assert!(
+            deleted.deleted,
+            "a record synced by the cut-short pass and deleted while the daemon was down is marked deleted"
+        );
+        wait_until_ok("contacts to converge", Duration::from_secs(30), || {
+            converged(&sim, &store, "hs", "contacts")
+        })
+        .await;
         app.stop().await.unwrap();
         sim.shutdown().await;
         db

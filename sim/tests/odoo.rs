@@ -547,3 +547,28 @@ async fn seeding_at_a_sub_second_time_stores_whole_seconds_like_odoo() {
     }
     sim.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn churn_never_moves_a_rows_write_date_backwards() {
+    let sim = start().await;
+    // Few rows and many changes: the churn's writes often land on rows an open late transaction also wrote.
+    sim.seed("res.partner", 10, None);
+    let churn = sim.spawn_churn(Duration::from_millis(10), 10, vec!["res.partner".into()], None);
+    let mut newest: std::collections::HashMap<i64, NaiveDateTime> = Default::default();
+    let until = tokio::time::Instant::now() + Duration::from_millis(3_500);
+    while tokio::time::Instant::now() < until {
+        for row in sim.records("res.partner") {
+            let seen = newest.entry(row.id).or_insert(row.write_date);
+            assert!(
+                row.write_date >= *seen,
+                "row {} went from write_date {seen} back to {}",
+                row.id,
+                row.write_date
+            );
+            *seen = row.write_date;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    churn.abort();
+    sim.shutdown().await;
+}

@@ -268,6 +268,22 @@ impl Store {
             .await?)
     }
 
+    /// The earliest `synced_at` of the stream's live records, or `None` when it has none. Each of them was live in
+    /// the CRM when it was read, so a deletion of any of them happened after this moment: a delete log read from
+    /// here on cannot miss one.
+    pub async fn oldest_live_sync(&self, connection: &str, object: &str) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let oldest: Option<Option<DateTime<Utc>>> = records::Entity::find()
+            .select_only()
+            .column_as(records::Column::SyncedAt.min(), "oldest")
+            .filter(records::Column::ConnectionId.eq(connection))
+            .filter(records::Column::Object.eq(object))
+            .filter(records::Column::Deleted.eq(false))
+            .into_tuple()
+            .one(&self.db)
+            .await?;
+        Ok(oldest.flatten())
+    }
+
     /// One stored record, deleted or not.
     pub async fn record(
         &self,

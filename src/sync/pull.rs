@@ -86,8 +86,9 @@ pub async fn sweep_deletes(ctx: &SyncContext, object: &str) -> Result<usize, Syn
     Ok(n)
 }
 
-/// Reads the CRM's delete log for `object` from where the last read began (less the overlap), or from the start
-/// of the pass that just completed when there was none, and marks what it names deleted, each at its own time.
+/// Reads the CRM's delete log for `object` from where the last read began (less the overlap), or, when there was
+/// none, from the start of the pass that just completed or the oldest sync of a live record, whichever is
+/// earlier; and marks what it names deleted, each at its own time.
 /// When the CRM no longer keeps deletions that far back, compares every id instead. Returns how many records
 /// were newly marked deleted.
 pub async fn read_delete_log(ctx: &SyncContext, object: &str, pass_started: DateTime<Utc>) -> Result<usize, SyncError> {
@@ -97,7 +98,16 @@ pub async fn read_delete_log(ctx: &SyncContext, object: &str, pass_started: Date
         .cursor_row(&ctx.connection, object)
         .await?
         .and_then(|row| row.swept_at);
-    let since = last_read.unwrap_or(pass_started) - overlap;
+    let since = match last_read {
+        Some(at) => at,
+        // The first read of this stream. A pass cut short before it (a crash, a restart) stored records that the
+        // CRM may have deleted before this pass began: start no later than the oldest of them, or those
+        // deletions are never seen.
+        None => match ctx.store.oldest_live_sync(&ctx.connection, object).await? {
+            Some(oldest) => oldest.min(pass_started),
+            None => pass_started,
+        },
+    } - overlap;
     let asked_at = Utc::now();
     let n = match ctx.provider.deleted_since(object, since).await? {
         Deletions::Since(deleted) => {

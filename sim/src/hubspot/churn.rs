@@ -49,8 +49,8 @@ impl HubSpotSim {
         })
     }
 
-    /// Applies one tick of changes and returns their webhook events.
-    fn churn_once(&self, changes: usize, objects: &[String]) -> Vec<Value> {
+    /// Applies one tick of changes and returns their webhook events (to send, or not, as the caller likes).
+    pub fn churn_once(&self, changes: usize, objects: &[String]) -> Vec<Value> {
         let mut rng = rand::rng();
         let mut events = Vec::with_capacity(changes);
         let mut store = self.store();

@@ -47,7 +47,7 @@ pub(crate) async fn run(
         for (_, tx) in due {
             tx.commit();
         }
-        let tick = tick(&shared, per_tick, &models);
+        let tick = tick(&shared, per_tick, &models, &open);
         if let Some(tx) = tick.transaction {
             open.push((now + hold, tx));
         }
@@ -67,7 +67,11 @@ fn with_write_date(vals: &Map<String, Value>) -> Vec<&str> {
 }
 
 /// Applies one tick of changes; synchronous so that no lock or RNG lives across an await.
-fn tick(shared: &Arc<Shared>, per_tick: usize, models: &[String]) -> Tick {
+///
+/// A row written by a transaction still open (`open`, or this tick's own) is left alone, as Odoo's row lock makes
+/// any other writer wait for the commit: otherwise the commit would stamp the row with the transaction's older
+/// start time after a newer write, moving its write_date backwards.
+fn tick(shared: &Arc<Shared>, per_tick: usize, models: &[String], open: &[(Instant, LateTransaction)]) -> Tick {
     let mut rng = rand::rng();
     let mut out = Tick::default();
     for _ in 0..per_tick {
@@ -84,7 +88,14 @@ fn tick(shared: &Arc<Shared>, per_tick: usize, models: &[String]) -> Tick {
             .range(pick..)
             .next()
             .or_else(|| table.rows.iter().next())
-            .map(|(id, _)| *id);
+            .map(|(id, _)| *id)
+            .filter(|id| {
+                !open
+                    .iter()
+                    .map(|(_, tx)| tx)
+                    .chain(out.transaction.as_ref())
+                    .any(|tx| tx.touches(model, *id))
+            });
         match target {
             Some(id) if roll < 0.05 => {
                 drop(store);

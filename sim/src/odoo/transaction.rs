@@ -90,6 +90,14 @@ impl LateTransaction {
         });
     }
 
+    /// Whether this transaction wrote (or created) row `id` of `model`: in Odoo it holds that row's lock until it
+    /// commits, so no other writer can change the row meanwhile.
+    pub fn touches(&self, model: &str, id: i64) -> bool {
+        self.changes.iter().any(|c| match c {
+            Change::Create { model: m, id: i, .. } | Change::Write { model: m, id: i, .. } => m == model && *i == id,
+        })
+    }
+
     /// Makes every change visible at once, each with write_date = [`LateTransaction::started_at`]. A write to a
     /// row deleted in the meantime is dropped.
     pub fn commit(self) {
