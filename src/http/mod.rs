@@ -2,6 +2,7 @@
 
 mod api;
 mod body;
+mod db_wait;
 mod response;
 mod webhooks;
 

@@ -8,6 +8,7 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::HttpState;
+use super::db_wait;
 use super::body::{self, BodyError};
 use super::response::{self, Body};
 use crate::actors::ConnectionMsg;
@@ -127,7 +128,10 @@ pub async fn handle(state: &HttpState, connection: &str, request: Request<Incomi
         Ok(events) => events,
         Err(e) => return respond(state, connection, Refusal::Verify(e)),
     };
-    let outcome = match state.store.insert_webhook_events(connection, &events).await {
+    let stored = db_wait::retry_within(db_wait::WEBHOOK_DB_WAIT, || {
+        state.store.insert_webhook_events(connection, &events)
+    });
+    let outcome = match stored.await {
         Ok(outcome) => outcome,
         Err(e) => return respond(state, connection, Refusal::Store(e)),
     };
