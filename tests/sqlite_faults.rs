@@ -169,8 +169,9 @@ async fn sqlite_disk_full_is_waited_out_and_caught_up() {
         sim.update("contacts", id, firstname(&format!("freed-{id}")));
     }
     for id in &ids {
+        let expected = format!("freed-{id}");
         wait_for("the changes to arrive once space is free", Duration::from_secs(20), || {
-            has_firstname(&app, id, &format!("freed-{id}"))
+            has_firstname(&app, id, &expected)
         })
         .await;
     }
