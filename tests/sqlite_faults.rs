@@ -60,13 +60,23 @@ async fn sqlite_locked_by_another_process_is_waited_out_and_caught_up() {
     sim.update("contacts", &ids[0], firstname("while-locked"));
     let event = sim.event("contact.propertyChange", &ids[0]);
     let status = sim
-        .send_webhook(&app.url("/webhooks/hs"), std::slice::from_ref(&event), SignatureVersion::V3)
+        .send_webhook(
+            &app.url("/webhooks/hs"),
+            std::slice::from_ref(&event),
+            SignatureVersion::V3,
+        )
         .await
         .unwrap();
-    assert_eq!(status.as_u16(), 503, "a webhook that cannot be stored is refused, not acknowledged");
-    wait_for("the actor to back off on the database", Duration::from_secs(15), || async {
-        database_retries(&app).await >= 1.0
-    })
+    assert_eq!(
+        status.as_u16(),
+        503,
+        "a webhook that cannot be stored is refused, not acknowledged"
+    );
+    wait_for(
+        "the actor to back off on the database",
+        Duration::from_secs(15),
+        || async { database_retries(&app).await >= 1.0 },
+    )
     .await;
     sqlx::query("ROLLBACK").execute(&mut locker).await.unwrap();
     drop(locker);
@@ -158,9 +168,11 @@ async fn sqlite_disk_full_is_waited_out_and_caught_up() {
     for id in &ids {
         sim.update("contacts", id, firstname(&format!("full-{id}-{big}")));
     }
-    wait_for("the actor to back off on the full disk", Duration::from_secs(20), || async {
-        database_retries(&app).await >= 1.0
-    })
+    wait_for(
+        "the actor to back off on the full disk",
+        Duration::from_secs(20),
+        || async { database_retries(&app).await >= 1.0 },
+    )
     .await;
     assert!(!has_firstname(&app, &ids[0], &format!("full-{}-{big}", ids[0])).await);
 
@@ -170,9 +182,11 @@ async fn sqlite_disk_full_is_waited_out_and_caught_up() {
     }
     for id in &ids {
         let expected = format!("freed-{id}");
-        wait_for("the changes to arrive once space is free", Duration::from_secs(20), || {
-            has_firstname(&app, id, &expected)
-        })
+        wait_for(
+            "the changes to arrive once space is free",
+            Duration::from_secs(20),
+            || has_firstname(&app, id, &expected),
+        )
         .await;
     }
     assert!(ready(&app).await, "the daemon is still up and ready");

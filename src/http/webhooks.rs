@@ -8,8 +8,8 @@ use hyper::body::Incoming;
 use serde_json::json;
 
 use super::HttpState;
-use super::db_wait;
 use super::body::{self, BodyError};
+use super::db_wait;
 use super::response::{self, Body};
 use crate::actors::ConnectionMsg;
 use crate::metrics::WebhookOutcome;

@@ -57,10 +57,11 @@ shutdown_grace = "5s"
     /// `crmsyncd_retries_total` for `connection` and `reason`, read from `/metrics` (0 when absent).
     pub async fn retries(&self, client: &reqwest::Client, connection: &str, reason: &str) -> anyhow::Result<f64> {
         let text = client.get(self.url("/metrics")).send().await?.text().await?;
-        Ok(counter(&text, crmsyncd::metrics::names::RETRIES_TOTAL, &[
-            ("connection", connection),
-            ("reason", reason),
-        ]))
+        Ok(counter(
+            &text,
+            crmsyncd::metrics::names::RETRIES_TOTAL,
+            &[("connection", connection), ("reason", reason)],
+        ))
     }
 
     pub async fn stop(mut self) -> anyhow::Result<()> {
@@ -129,7 +130,11 @@ mod tests {
     fn counter_sums_matching_samples() {
         let text = "# HELP x\ncrmsyncd_retries_total{connection=\"a\",reason=\"database\"} 3\n\
                     crmsyncd_retries_total{connection=\"b\",reason=\"database\"} 5\n";
-        let got = counter(text, "crmsyncd_retries_total", &[("connection", "a"), ("reason", "database")]);
+        let got = counter(
+            text,
+            "crmsyncd_retries_total",
+            &[("connection", "a"), ("reason", "database")],
+        );
         assert_eq!(got, 3.0);
         assert_eq!(counter(text, "crmsyncd_retries_total", &[("reason", "database")]), 8.0);
     }

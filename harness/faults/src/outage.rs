@@ -91,7 +91,13 @@ async fn run_on(config: &OutageConfig, db: &TestDatabase) -> anyhow::Result<Outa
     // `hooks` learns changes only from webhooks (its poll is an hour away): what it ends with is what the
     // webhook endpoint acknowledged. `pulls` polls.
     let mut connections = hubspot_connection("hooks", &hooks.base_url(), "1h", 50, ("100ms", "2s"));
-    connections.push_str(&hubspot_connection("pulls", &pulls.base_url(), "200ms", 50, ("100ms", "2s")));
+    connections.push_str(&hubspot_connection(
+        "pulls",
+        &pulls.base_url(),
+        "200ms",
+        50,
+        ("100ms", "2s"),
+    ));
     let daemon = Daemon::start(url.as_str(), &connections).await?;
     let store = daemon.handle.store.clone();
     let client = reqwest::Client::builder()
@@ -146,8 +152,8 @@ async fn run_on(config: &OutageConfig, db: &TestDatabase) -> anyhow::Result<Outa
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     // The outage.
-    let retries_before = daemon.retries(&client, "hooks", "database").await?
-        + daemon.retries(&client, "pulls", "database").await?;
+    let retries_before =
+        daemon.retries(&client, "hooks", "database").await? + daemon.retries(&client, "pulls", "database").await?;
     proxy.cut();
     let cut_at = Instant::now();
     let mut readyz_failed = false;
@@ -160,8 +166,8 @@ async fn run_on(config: &OutageConfig, db: &TestDatabase) -> anyhow::Result<Outa
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
-    let retries_after = daemon.retries(&client, "hooks", "database").await?
-        + daemon.retries(&client, "pulls", "database").await?;
+    let retries_after =
+        daemon.retries(&client, "hooks", "database").await? + daemon.retries(&client, "pulls", "database").await?;
     proxy.restore().await?;
     let restored_at = Instant::now();
     report.readyz_failed_during_outage = readyz_failed;

@@ -143,7 +143,10 @@ mod tests {
         proxy.cut();
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         assert!(round_trip(&mut open).await.is_err(), "the open socket was closed");
-        assert!(TcpStream::connect(proxy.addr()).await.is_err(), "new connections are refused");
+        assert!(
+            TcpStream::connect(proxy.addr()).await.is_err(),
+            "new connections are refused"
+        );
 
         proxy.restore().await.unwrap();
         let mut again = TcpStream::connect(proxy.addr()).await.unwrap();

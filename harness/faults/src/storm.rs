@@ -114,7 +114,10 @@ async fn run_on(config: &StormConfig, db: &TestDatabase) -> anyhow::Result<Storm
         storms.push(start_sim(config.records).await?);
     }
     let calm = start_sim(config.records).await?;
-    let backoff = (format!("{}ms", BACKOFF_MIN.as_millis()), format!("{}ms", BACKOFF_MAX.as_millis()));
+    let backoff = (
+        format!("{}ms", BACKOFF_MIN.as_millis()),
+        format!("{}ms", BACKOFF_MAX.as_millis()),
+    );
     let mut connections = hubspot_connection("calm", &calm.base_url(), "200ms", RATE_LIMIT, ("50ms", "1s"));
     for (i, sim) in storms.iter().enumerate() {
         connections.push_str(&hubspot_connection(

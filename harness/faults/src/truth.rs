@@ -22,7 +22,10 @@ pub async fn converged(sim: &HubSpotSim, store: &Store, connection: &str) -> Res
             None => return Err(format!("contact {} missing locally", record.id)),
             Some(row) if record.archived => {
                 if !row.deleted {
-                    return Err(format!("contact {} archived in the CRM but not deleted locally", record.id));
+                    return Err(format!(
+                        "contact {} archived in the CRM but not deleted locally",
+                        record.id
+                    ));
                 }
             }
             Some(row) => {
