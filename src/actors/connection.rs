@@ -146,7 +146,9 @@ impl Actor for ConnectionActor {
         }
         match message {
             ConnectionMsg::Tick => {
-                if state.parked {
+                // A tick queued before a failure started a backoff must not cut it short: the backoff's own
+                // timer sends the tick that ends it.
+                if state.parked || state.backing_off() {
                     return Ok(());
                 }
                 state.set_state(ConnectionState::Syncing);
@@ -177,6 +179,7 @@ impl Actor for ConnectionActor {
                     tracing::info!(connection = %state.ctx.connection, "Resuming after an auth failure.");
                     state.parked = false;
                     state.failures = 0;
+                    state.backing_off_until = None;
                     myself.cast(ConnectionMsg::Tick)?;
                 }
                 Ok(())

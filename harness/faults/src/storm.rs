@@ -71,6 +71,8 @@ pub struct StormReport {
     pub median_gap_ratio: f64,
     pub gap_ratio_samples: usize,
     pub first_retry_jitter_cv: f64,
+    /// The first few retries that came too early: operation, status, gap, failures before it in the run.
+    pub early_examples: Vec<String>,
     pub neighbour_p50_before: Duration,
     pub neighbour_p50_during: Duration,
     pub converged_after: Duration,
@@ -255,6 +257,10 @@ pub fn least_backoff(k: u32) -> Duration {
 /// extends a run of failures; the gap after the k-th failure of a run must be at least [`least_backoff`]`(k)` (the
 /// daemon's own count can only be higher: a hang or bad JSON also counts there, but not here). After a 429 the
 /// next request must wait its Retry-After.
+///
+/// Growth is measured only on runs whose first gap is below `2 * min`: only a first retry (k = 0) can be that
+/// short, so the daemon's count is known to be 0, 1, 2, ... along the run. Other runs start at an unknown count,
+/// often already at the cap, where successive gaps are equal by design.
 fn analyse_spacing(
     records: &[RequestRecord],
     report: &mut StormReport,
@@ -262,6 +268,7 @@ fn analyse_spacing(
     first_gaps: &mut Vec<f64>,
 ) {
     let mut run: u32 = 0;
+    let mut anchored = false;
     let mut previous_gap: Option<Duration> = None;
     for pair in records.windows(2) {
         let (r, next) = (&pair[0], &pair[1]);
@@ -279,11 +286,21 @@ fn analyse_spacing(
             report.backoff_gaps_checked += 1;
             if gap + SLACK < least_backoff(run) {
                 report.backoff_too_early += 1;
+                if report.early_examples.len() < 5 {
+                    report
+                        .early_examples
+                        .push(format!("{} {} then {:?} (run {run})", r.operation, r.status, gap));
+                }
             }
             if run == 0 {
-                first_gaps.push(gap.as_secs_f64());
+                anchored = gap < least_backoff(0) * 2;
+                if anchored {
+                    // First retries: jitter spreads them over [min, 2 min).
+                    first_gaps.push(gap.as_secs_f64());
+                }
             }
             if let Some(prev) = previous_gap
+                && anchored
                 && least_backoff(run) < BACKOFF_MAX / 2
             {
                 ratios.push(gap.as_secs_f64() / prev.as_secs_f64());
