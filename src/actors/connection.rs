@@ -20,6 +20,10 @@ use crate::sync::{self, SyncContext, SyncError};
 /// The longest a connection waits because the CRM said it is rate limited, before it asks again.
 const MAX_RATE_LIMIT_WAIT: Duration = Duration::from_secs(3600);
 
+/// How a connection waits for its own database (down, locked, full). Not the CRM's backoff: the CRM is fine, and
+/// the database usually comes back within seconds, so waits stay short — but never a hot loop.
+const DATABASE_BACKOFF: Backoff = Backoff::new(Duration::from_millis(250), Duration::from_secs(2));
+
 /// The connection actor.
 pub struct ConnectionActor;
 
@@ -52,6 +56,11 @@ pub struct ConnectionRun {
     poll_interval: Duration,
     backoff: Backoff,
     failures: u32,
+    /// Consecutive work that failed on the database, for [`DATABASE_BACKOFF`].
+    db_failures: u32,
+    /// While a backoff runs, webhooks and queued writes wait for the tick that ends it instead of calling the
+    /// CRM (or the database) again early.
+    backing_off_until: Option<tokio::time::Instant>,
     parked: bool,
     timer: Option<AbortHandle>,
     /// Wakes the actor when a write that failed is due again, if that is before the next tick.
@@ -104,6 +113,8 @@ impl Actor for ConnectionActor {
             poll_interval: entry.config.poll_interval,
             backoff,
             failures: 0,
+            db_failures: 0,
+            backing_off_until: None,
             parked: false,
             timer: None,
             write_timer: None,
@@ -135,7 +146,9 @@ impl Actor for ConnectionActor {
         }
         match message {
             ConnectionMsg::Tick => {
-                if state.parked {
+                // A tick queued before a failure started a backoff must not cut it short: the backoff's own
+                // timer sends the tick that ends it.
+                if state.parked || state.backing_off() {
                     return Ok(());
                 }
                 state.set_state(ConnectionState::Syncing);
@@ -145,14 +158,15 @@ impl Actor for ConnectionActor {
                 Ok(())
             }
             ConnectionMsg::WebhookArrived => {
-                if state.parked || !state.ctx.take_inbox_flag() {
+                // Backing off: the flag stays set and the tick that ends the backoff processes the inbox.
+                if state.parked || state.backing_off() || !state.ctx.take_inbox_flag() {
                     return Ok(());
                 }
                 let result = sync::process_inbox(&state.ctx).await.map(|_| ());
                 state.after(&myself, result, false)
             }
             ConnectionMsg::WritesQueued => {
-                if state.parked {
+                if state.parked || state.backing_off() {
                     return Ok(());
                 }
                 let result = sync::drain_outbox(&state.ctx).await.map(|_| ());
@@ -165,6 +179,7 @@ impl Actor for ConnectionActor {
                     tracing::info!(connection = %state.ctx.connection, "Resuming after an auth failure.");
                     state.parked = false;
                     state.failures = 0;
+                    state.backing_off_until = None;
                     myself.cast(ConnectionMsg::Tick)?;
                 }
                 Ok(())
@@ -177,6 +192,12 @@ impl Actor for ConnectionActor {
 impl ConnectionRun {
     fn set_state(&self, s: ConnectionState) {
         self.ctx.metrics.set_state(&self.ctx.connection, s);
+    }
+
+    /// Whether a backoff (CRM or database) is still running.
+    fn backing_off(&self) -> bool {
+        self.backing_off_until
+            .is_some_and(|until| tokio::time::Instant::now() < until)
     }
 
     /// One full cycle.
@@ -266,6 +287,8 @@ impl ConnectionRun {
             Ok(()) => {
                 if full_cycle {
                     self.failures = 0;
+                    self.db_failures = 0;
+                    self.backing_off_until = None;
                     self.set_state(ConnectionState::Idle);
                     // Webhook subscriptions that expire (Zoho's channels) must not wait for a long poll interval.
                     let renewal = self
@@ -292,11 +315,18 @@ impl ConnectionRun {
                 let wait = wait.min(MAX_RATE_LIMIT_WAIT);
                 tracing::warn!(connection, ?wait, "Rate limited by the CRM; waiting as it asked.");
                 self.ctx.metrics.retry(&connection, "rate_limited");
-                self.set_state(ConnectionState::BackingOff);
-                self.schedule(myself, wait);
+                self.back_off(myself, wait);
                 Ok(())
             }
             Err(SyncError::Store(e)) if !e.is_transient() => Err(Box::new(e)),
+            Err(SyncError::Store(e)) => {
+                let delay = DATABASE_BACKOFF.delay(self.db_failures);
+                self.db_failures = self.db_failures.saturating_add(1);
+                tracing::warn!(connection, error = %e, ?delay, failures = self.db_failures, "The database is unavailable; waiting for it.");
+                self.ctx.metrics.retry(&connection, "database");
+                self.back_off(myself, delay);
+                Ok(())
+            }
             Err(e) => {
                 let delay = self.backoff.delay(self.failures);
                 self.failures = self.failures.saturating_add(1);
@@ -304,8 +334,7 @@ impl ConnectionRun {
                 if matches!(e, SyncError::Provider(_)) {
                     self.ctx.metrics.retry(&connection, "transient");
                 }
-                self.set_state(ConnectionState::BackingOff);
-                self.schedule(myself, delay);
+                self.back_off(myself, delay);
                 Ok(())
             }
         }
@@ -329,6 +358,13 @@ impl ConnectionRun {
             let wait = wait + Duration::from_millis(10);
             self.write_timer = Some(myself.send_after(wait, || ConnectionMsg::WritesQueued).abort_handle());
         }
+    }
+
+    /// Waits `delay` before the next tick, and holds webhook and write wake-ups until then.
+    fn back_off(&mut self, myself: &ActorRef<ConnectionMsg>, delay: Duration) {
+        self.set_state(ConnectionState::BackingOff);
+        self.backing_off_until = Some(tokio::time::Instant::now() + delay);
+        self.schedule(myself, delay);
     }
 
     fn schedule(&mut self, myself: &ActorRef<ConnectionMsg>, after: Duration) {

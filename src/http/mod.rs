@@ -2,6 +2,7 @@
 
 mod api;
 mod body;
+mod db_wait;
 pub mod fd_limit;
 mod response;
 mod webhooks;

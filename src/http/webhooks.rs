@@ -9,6 +9,7 @@ use serde_json::json;
 
 use super::HttpState;
 use super::body::{self, BodyError};
+use super::db_wait;
 use super::response::{self, Body};
 use crate::actors::ConnectionMsg;
 use crate::metrics::WebhookOutcome;
@@ -127,7 +128,10 @@ pub async fn handle(state: &HttpState, connection: &str, request: Request<Incomi
         Ok(events) => events,
         Err(e) => return respond(state, connection, Refusal::Verify(e)),
     };
-    let outcome = match state.inbox.insert(connection, events).await {
+    // A request cut off by the wait may still be committed by the inbox writer later: the CRM got a 503 and
+    // re-sends, and the copy is a duplicate. What cannot happen is a 2xx for events that were not committed.
+    let stored = db_wait::retry_within(db_wait::WEBHOOK_DB_WAIT, || state.inbox.insert(connection, events.clone()));
+    let outcome = match stored.await {
         Ok(outcome) => outcome,
         Err(e) => return respond(state, connection, Refusal::Store(e)),
     };

@@ -187,7 +187,7 @@ impl Metrics {
             ),
             retries: counter(
                 RETRIES_TOTAL,
-                "Retries after a failed CRM request.",
+                "Retries after a failure: of the CRM (rate_limited, transient) or of the database (database).",
                 &["connection", "reason"],
             ),
             actor_restarts: counter(
@@ -243,7 +243,7 @@ impl Metrics {
         self.oauth_refreshes
             .with_label_values(&[connection, "rejected"])
             .inc_by(0);
-        for reason in ["rate_limited", "transient"] {
+        for reason in ["rate_limited", "transient", "database"] {
             self.retries.with_label_values(&[connection, reason]).inc_by(0);
         }
         for object in objects {

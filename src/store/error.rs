@@ -31,12 +31,15 @@ pub enum StoreError {
     /// The inbox's group-commit writer has stopped (the daemon is shutting down); nothing was stored.
     #[error("the inbox writer has stopped")]
     WriterGone,
+    /// The database did not answer within the time the caller could wait (a webhook cannot hold the CRM for long).
+    #[error("database did not answer within {0:?}")]
+    TimedOut(std::time::Duration),
 }
 
 impl StoreError {
     /// True when retrying later may succeed: the database is unreachable, busy, locked, or the pool timed out.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_) | StoreError::WriterGone)
+        matches!(self, StoreError::Unavailable(_) | StoreError::WriterGone | StoreError::TimedOut(_))
     }
 }
 
@@ -72,7 +75,8 @@ fn is_transient_sqlx_error(err: &sqlx::Error) -> bool {
             if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
                 // Extended result codes keep the primary code in the low byte: SQLITE_BUSY (5) covers
                 // BUSY_SNAPSHOT, BUSY_RECOVERY, BUSY_TIMEOUT; SQLITE_LOCKED (6) covers LOCKED_SHAREDCACHE.
-                matches!(code.parse::<i32>().map(|c| c & 0xff), Ok(5 | 6))
+                // SQLITE_FULL (13), a full disk, clears when space is freed: the daemon must wait, not crash.
+                matches!(code.parse::<i32>().map(|c| c & 0xff), Ok(5 | 6 | 13))
             } else if db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() {
                 is_transient_sqlstate(code)
             } else {
@@ -132,6 +136,22 @@ mod tests {
             assert!(!StoreError::from(err).is_transient());
         }
         assert!(!StoreError::InvalidUrl("mysql://".into()).is_transient());
+    }
+
+    /// A real SQLITE_FULL from SQLite itself: `max_page_count` makes a database "full" without filling a disk.
+    #[tokio::test]
+    async fn sqlite_disk_full_is_transient() {
+        use sea_orm::{ConnectionTrait, Database};
+        let db = Database::connect("sqlite::memory:").await.unwrap();
+        db.execute_unprepared("CREATE TABLE t (x BLOB)").await.unwrap();
+        db.execute_unprepared("PRAGMA max_page_count = 4").await.unwrap();
+        let err = db
+            .execute_unprepared("INSERT INTO t VALUES (randomblob(1000000))")
+            .await
+            .expect_err("the database is full");
+        assert!(err.to_string().contains("full"), "{err}");
+        assert!(is_transient_db_error(&err), "{err} should be transient");
+        assert!(StoreError::from(err).is_transient());
     }
 
     #[test]
