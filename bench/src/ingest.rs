@@ -6,9 +6,9 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::time::Duration;
 
+use crate::db::Db;
 use bytes::Bytes;
 use crmsyncd::store::Store;
-use crate::db::Db;
 use crmsyncd::testing::TestDatabase;
 use crmsyncd::{Application, Config};
 use crmsyncd_sim::hubspot::{HubSpotSim, HubSpotSimConfig, sign_v3};

@@ -73,7 +73,6 @@ enum Scenario {
     },
 }
 
-
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;

@@ -7,10 +7,10 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::db::Db;
 use chrono::{TimeZone, Utc};
 use crmsyncd::model::{Cursor, RemoteRecord};
 use crmsyncd::store::Store;
-use crate::db::Db;
 use crmsyncd_sim::hubspot::{HubSpotSim, HubSpotSimConfig};
 use crmsyncd_sim::odoo::{OdooSim, OdooSimConfig};
 use serde_json::Value;
@@ -240,4 +240,3 @@ async fn bulk_upsert_rate(db: Db, records: &[RemoteRecord], page: usize) -> anyh
     db.cleanup().await;
     Ok(rate)
 }
-

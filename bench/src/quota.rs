@@ -127,7 +127,13 @@ rate_limit_group = "portal"
     let to = from + measure;
     tokio::time::sleep_until((to).into()).await;
     let figures = vec![
-        QuotaUse::from_log("hubspot (5 connections, one group)", &hubspot.log(), HUBSPOT_LIMIT, from, to),
+        QuotaUse::from_log(
+            "hubspot (5 connections, one group)",
+            &hubspot.log(),
+            HUBSPOT_LIMIT,
+            from,
+            to,
+        ),
         QuotaUse::from_log("odoo (its own limit)", &odoo.log(), ODOO_LIMIT, from, to),
     ];
     let _ = stop.send(());

@@ -40,7 +40,19 @@ fn ensure_daemon_binary() {
 
 #[test]
 fn the_ingest_benchmark_reports_every_target_with_no_errors() {
-    let report = bench(&["ingest", "--db", "sqlite", "--connections", "8", "--runs", "1", "--seconds", "1", "--warmup", "0"]);
+    let report = bench(&[
+        "ingest",
+        "--db",
+        "sqlite",
+        "--connections",
+        "8",
+        "--runs",
+        "1",
+        "--seconds",
+        "1",
+        "--warmup",
+        "0",
+    ]);
     let rows = rows(&report);
     let targets: Vec<&str> = rows.iter().map(|r| r[2].as_str()).collect();
     assert_eq!(targets, ["raw hyper 200", "bare group commit", "crmsyncd"], "{report}");
@@ -55,17 +67,40 @@ fn the_ingest_benchmark_reports_every_target_with_no_errors() {
 #[test]
 fn the_pull_benchmark_stores_every_record_and_measures_its_ceiling() {
     ensure_daemon_binary();
-    let report = bench(&["pull", "--crm", "hubspot,odoo", "--db", "sqlite", "--records", "2000", "--runs", "1"]);
+    let report = bench(&[
+        "pull",
+        "--crm",
+        "hubspot,odoo",
+        "--db",
+        "sqlite",
+        "--records",
+        "2000",
+        "--runs",
+        "1",
+    ]);
     let rows = rows(&report);
     assert_eq!(rows.len(), 2, "{report}");
     for row in &rows {
-        assert!(row.iter().any(|c| c.ends_with('%')), "a share of the ceiling in {row:?}");
+        assert!(
+            row.iter().any(|c| c.ends_with('%')),
+            "a share of the ceiling in {row:?}"
+        );
     }
 }
 
 #[test]
 fn the_quota_benchmark_keeps_every_limit() {
-    let report = bench(&["quota", "--db", "sqlite", "--runs", "1", "--seconds", "3", "--warmup", "1"]);
+    let report = bench(&[
+        "quota",
+        "--db",
+        "sqlite",
+        "--runs",
+        "1",
+        "--seconds",
+        "3",
+        "--warmup",
+        "1",
+    ]);
     let rows = rows(&report);
     assert_eq!(rows.len(), 2, "the shared HubSpot limit and Odoo's own: {report}");
     for row in &rows {
