@@ -676,18 +676,36 @@ async fn a_group_commit_tells_each_request_what_became_of_its_own_events() {
         let elsewhere = [event("a1")];
         let outcomes = store
             .insert_webhook_batches(&[
-                WebhookBatch { connection: CONN, events: &first },
-                WebhookBatch { connection: CONN, events: &second },
-                WebhookBatch { connection: "odoo", events: &elsewhere },
+                WebhookBatch {
+                    connection: CONN,
+                    events: &first,
+                },
+                WebhookBatch {
+                    connection: CONN,
+                    events: &second,
+                },
+                WebhookBatch {
+                    connection: "odoo",
+                    events: &elsewhere,
+                },
             ])
             .await
             .unwrap();
         assert_eq!(
             outcomes,
             vec![
-                InboxOutcome { inserted: 2, duplicates: 1 },
-                InboxOutcome { inserted: 1, duplicates: 1 },
-                InboxOutcome { inserted: 1, duplicates: 0 },
+                InboxOutcome {
+                    inserted: 2,
+                    duplicates: 1
+                },
+                InboxOutcome {
+                    inserted: 1,
+                    duplicates: 1
+                },
+                InboxOutcome {
+                    inserted: 1,
+                    duplicates: 0
+                },
             ],
             "old was stored before; shared counts for the first request only; ids are per connection"
         );
@@ -710,7 +728,11 @@ async fn the_inbox_writer_commits_concurrent_requests_and_a_refused_event_fails_
         let mut requests = Vec::new();
         for i in 0..64 {
             let writer = writer.clone();
-            let events = if i == 17 { vec![poison.clone()] } else { vec![event(&format!("w{i}")), event("dup")] };
+            let events = if i == 17 {
+                vec![poison.clone()]
+            } else {
+                vec![event(&format!("w{i}")), event("dup")]
+            };
             requests.push(tokio::spawn(async move { (i, writer.insert(CONN, events).await) }));
         }
         let mut dup_stored = 0;
@@ -728,7 +750,11 @@ async fn the_inbox_writer_commits_concurrent_requests_and_a_refused_event_fails_
         assert_eq!(dup_stored, 1, "the shared event id is stored once, for one request");
         let stored = store.pending_webhook_events(CONN, 1000).await.unwrap();
         let expected = if store.backend() == DbBackend::Postgres { 64 } else { 65 };
-        assert_eq!(stored.len(), expected, "63 own events, dup once, and the poison on SQLite");
+        assert_eq!(
+            stored.len(),
+            expected,
+            "63 own events, dup once, and the poison on SQLite"
+        );
     })
     .await;
 }

@@ -225,7 +225,7 @@ async fn bulk_upsert_rate(db: Db, records: &[RemoteRecord], page: usize) -> anyh
     let store = Store::connect(&db.url).await?;
     store.migrate().await?;
     let mut sorted: Vec<&RemoteRecord> = records.iter().collect();
-    sorted.sort_by(|a, b| a.position().cmp(&b.position()));
+    sorted.sort_by_key(|r| r.position());
     let pages: Vec<Vec<RemoteRecord>> = sorted
         .chunks(page)
         .map(|c| c.iter().map(|r| (*r).clone()).collect())

@@ -130,7 +130,9 @@ pub async fn handle(state: &HttpState, connection: &str, request: Request<Incomi
     };
     // A request cut off by the wait may still be committed by the inbox writer later: the CRM got a 503 and
     // re-sends, and the copy is a duplicate. What cannot happen is a 2xx for events that were not committed.
-    let stored = db_wait::retry_within(db_wait::WEBHOOK_DB_WAIT, || state.inbox.insert(connection, events.clone()));
+    let stored = db_wait::retry_within(db_wait::WEBHOOK_DB_WAIT, || {
+        state.inbox.insert(connection, events.clone())
+    });
     let outcome = match stored.await {
         Ok(outcome) => outcome,
         Err(e) => return respond(state, connection, Refusal::Store(e)),

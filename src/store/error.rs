@@ -39,7 +39,10 @@ pub enum StoreError {
 impl StoreError {
     /// True when retrying later may succeed: the database is unreachable, busy, locked, or the pool timed out.
     pub fn is_transient(&self) -> bool {
-        matches!(self, StoreError::Unavailable(_) | StoreError::WriterGone | StoreError::TimedOut(_))
+        matches!(
+            self,
+            StoreError::Unavailable(_) | StoreError::WriterGone | StoreError::TimedOut(_)
+        )
     }
 }
 

@@ -132,10 +132,9 @@ impl Store {
                         .do_nothing()
                         .to_owned(),
                 )
-                .returning(Query::returning().columns([
-                    webhook_events::Column::ConnectionId,
-                    webhook_events::Column::EventId,
-                ]));
+                .returning(
+                    Query::returning().columns([webhook_events::Column::ConnectionId, webhook_events::Column::EventId]),
+                );
             for row in txn.query_all(&insert).await? {
                 stored.insert((row.try_get_by_index(0)?, row.try_get_by_index(1)?));
             }
