@@ -1144,3 +1144,26 @@ async fn records_round_trip_through_both_backends_identically() {
         assert_eq!(other, first);
     }
 }
+
+/// A prepared statement's generic plan, made without the parameters' values, stopped using the index for a page
+/// lookup as the table grew; every PostgreSQL session plans each statement for its own values instead.
+#[tokio::test]
+async fn postgres_sessions_plan_each_statement_for_its_own_values() {
+    let Some(db) = TestDatabase::postgres().await else {
+        return;
+    };
+    let store = Store::connect(&db.url).await.unwrap();
+    // The option is part of every session's startup packet, so any pooled session shows it.
+    {
+        let row = store
+            .db()
+            .query_one_raw(Statement::from_string(DbBackend::Postgres, "SHOW plan_cache_mode"))
+            .await
+            .unwrap()
+            .unwrap();
+        let mode: String = row.try_get_by_index(0).unwrap();
+        assert_eq!(mode, "force_custom_plan");
+    }
+    store.close().await;
+    db.cleanup().await;
+}

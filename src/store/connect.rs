@@ -67,6 +67,11 @@ pub(super) async fn open(url: &str, options: &StoreOptions) -> Result<DatabaseCo
             .max_connections(options.max_connections.unwrap_or(16))
             .min_connections(1)
             .set_application_name("crmsyncd");
+        // sqlx keeps statements prepared, and after five runs PostgreSQL may switch one to a generic plan made
+        // without the parameters' values: the page lookup `remote_id IN (...)` then stopped using the index as
+        // the table grew, and a pull slowed to about a thousand rows a second (docs/BENCHMARKS.md, pull).
+        // Planning each statement for its own values costs far less than that.
+        connect.map_sqlx_postgres_opts(|o| o.options([("plan_cache_mode", "force_custom_plan")]));
     } else {
         let scheme = url.split(':').next().unwrap_or_default();
         return Err(StoreError::InvalidUrl(format!(
