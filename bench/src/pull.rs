@@ -65,7 +65,7 @@ fn daemon_binary() -> anyhow::Result<PathBuf> {
 
 pub async fn measure(crm: Crm, db: Db, records: usize) -> anyhow::Result<PullRun> {
     let binary = daemon_binary()?;
-    let (base_url, truth, _hubspot, _odoo) = match crm {
+    let (base_url, truth, hubspot, odoo) = match crm {
         Crm::HubSpot => {
             let sim = HubSpotSim::start(HubSpotSimConfig::default()).await?;
             sim.seed("contacts", records, None);
@@ -136,6 +136,13 @@ pub async fn measure(crm: Crm, db: Db, records: usize) -> anyhow::Result<PullRun
     let stored = count_records(&db.url).await?;
     anyhow::ensure!(stored == records, "{stored} records stored, {records} expected");
     db.cleanup().await;
+    // A dropped simulator keeps serving (and holding its records) until shut down; runs must not pile up.
+    if let Some(sim) = hubspot {
+        sim.shutdown().await;
+    }
+    if let Some(sim) = odoo {
+        sim.shutdown().await;
+    }
     Ok(PullRun {
         records,
         daemon_rate: records as f64 / elapsed.as_secs_f64(),
