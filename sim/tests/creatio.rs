@@ -460,3 +460,28 @@ async fn churn_keeps_changing_rows() {
     churn.abort();
     sim.shutdown().await;
 }
+
+#[tokio::test]
+async fn churn_never_moves_a_rows_modified_on_backwards() {
+    let sim = start().await;
+    // Few rows and many changes: the churn's writes often land on rows an open late save also wrote.
+    sim.seed("Contact", 10, None);
+    let churn = sim.spawn_churn(Duration::from_millis(10), 10, vec!["Contact".into()], None);
+    let mut newest: std::collections::HashMap<String, DateTime<Utc>> = Default::default();
+    let until = tokio::time::Instant::now() + Duration::from_millis(3_500);
+    while tokio::time::Instant::now() < until {
+        for row in sim.records("Contact") {
+            let seen = newest.entry(row.id.clone()).or_insert(row.modified_on);
+            assert!(
+                row.modified_on >= *seen,
+                "row {} went from ModifiedOn {seen} back to {}",
+                row.id,
+                row.modified_on
+            );
+            *seen = row.modified_on;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    churn.abort();
+    sim.shutdown().await;
+}

@@ -38,7 +38,7 @@ pub(crate) async fn run(shared: Arc<Shared>, every: Duration, per_tick: usize, e
         for (_, tx) in due {
             tx.commit();
         }
-        if let Some(tx) = tick(&shared, per_tick, &entities) {
+        if let Some(tx) = tick(&shared, per_tick, &entities, &open) {
             open.push((now + hold, tx));
         }
     }
@@ -46,7 +46,16 @@ pub(crate) async fn run(shared: Arc<Shared>, every: Duration, per_tick: usize, e
 
 /// Applies one tick of changes; synchronous so that no lock or RNG lives across an await. Returns a save to
 /// commit later, if the tick started one.
-fn tick(shared: &Arc<Shared>, per_tick: usize, entities: &[String]) -> Option<LateTransaction> {
+///
+/// A row written by a save still open (`open`, or this tick's own) is left alone, as the database's row lock makes
+/// any other writer wait for that commit: otherwise the commit would stamp the row with the save's older start
+/// time after a newer write, moving its ModifiedOn backwards.
+fn tick(
+    shared: &Arc<Shared>,
+    per_tick: usize,
+    entities: &[String],
+    open: &[(Instant, LateTransaction)],
+) -> Option<LateTransaction> {
     let mut rng = rand::rng();
     let mut late: Option<LateTransaction> = None;
     for _ in 0..per_tick {
@@ -67,7 +76,13 @@ fn tick(shared: &Arc<Shared>, per_tick: usize, entities: &[String]) -> Option<La
         let mut store = shared.store.lock().unwrap();
         let now = store.clock.now();
         let table = store.table_or_create(entity);
-        let target = pick(&table.rows, &mut rng);
+        let target = pick(&table.rows, &mut rng).filter(|id| {
+            !open
+                .iter()
+                .map(|(_, tx)| tx)
+                .chain(late.as_ref())
+                .any(|tx| tx.touches(entity, id))
+        });
         match target {
             Some(id) if roll < LATE_SHARE + DELETE_SHARE => {
                 table.remove(&id);

@@ -75,6 +75,14 @@ impl LateTransaction {
         });
     }
 
+    /// Whether this save wrote (or created) row `id` of `entity`: the database holds that row's lock until the
+    /// save commits, so no other writer can change the row meanwhile.
+    pub fn touches(&self, entity: &str, id: &str) -> bool {
+        self.changes.iter().any(|c| match c {
+            Change::Create { entity: e, id: i, .. } | Change::Update { entity: e, id: i, .. } => e == entity && i == id,
+        })
+    }
+
     /// Makes every change visible at once, each with ModifiedOn = [`LateTransaction::started_at`].
     pub fn commit(self) {
         let mut store = self.shared.store.lock().unwrap();
