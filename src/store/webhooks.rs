@@ -50,45 +50,9 @@ impl Store {
         if events.is_empty() {
             return Ok(InboxOutcome::default());
         }
-        let received_at = now();
-        let txn = self.begin_write().await?;
-        let mut inserted = 0;
-        for chunk in events.chunks(BATCH) {
-            let mut insert = Query::insert();
-            insert.into_table(webhook_events::Entity).columns([
-                webhook_events::Column::ConnectionId,
-                webhook_events::Column::EventId,
-                webhook_events::Column::Object,
-                webhook_events::Column::Headers,
-                webhook_events::Column::Body,
-                webhook_events::Column::Status,
-                webhook_events::Column::Attempts,
-                webhook_events::Column::ReceivedAt,
-            ]);
-            for event in chunk {
-                insert.values_panic([
-                    connection.into(),
-                    event.event_id.as_str().into(),
-                    event.object.clone().into(),
-                    event.headers.clone().into(),
-                    event.body.clone().into(),
-                    WebhookStatus::Received.into(),
-                    0i32.into(),
-                    received_at.into(),
-                ]);
-            }
-            insert.on_conflict(
-                OnConflict::columns([webhook_events::Column::ConnectionId, webhook_events::Column::EventId])
-                    .do_nothing()
-                    .to_owned(),
-            );
-            inserted += txn.execute(&insert).await?.rows_affected() as usize;
-        }
-        txn.commit().await?;
-        Ok(InboxOutcome {
-            inserted,
-            duplicates: events.len() - inserted,
-        })
+        let batch = [WebhookBatch { connection, events }];
+        let outcomes = self.insert_webhook_batches(&batch).await?;
+        Ok(outcomes.into_iter().next().unwrap_or_default())
     }
 
     /// Stores several requests' events in one transaction (group commit) and tells each request what became of
