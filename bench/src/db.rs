@@ -3,8 +3,6 @@
 
 use crmsyncd::testing::TestDatabase;
 
-/// PostgreSQL over TCP, as the test suite finds it.
-const POSTGRES_TCP: &str = "postgres://postgres@127.0.0.1:5432/test";
 /// The same server through its Unix socket (Debian's default directory).
 const POSTGRES_SOCKET: &str = "postgres://postgres@localhost/test?host=/var/run/postgresql";
 
@@ -25,15 +23,22 @@ impl Db {
         }
     }
 
+    fn name(self) -> &'static str {
+        match self {
+            Db::Sqlite => "sqlite",
+            Db::Postgres => "postgres",
+            Db::PostgresSocket => "postgres-socket",
+        }
+    }
+
     /// A fresh, empty database of this kind.
     pub async fn fresh(self) -> anyhow::Result<TestDatabase> {
-        let server = match self {
+        let database = match self {
             Db::Sqlite => return Ok(TestDatabase::sqlite().await),
-            Db::Postgres => POSTGRES_TCP,
-            Db::PostgresSocket => POSTGRES_SOCKET,
+            // Over TCP, where the test suite finds it (`CRMSYNCD_TEST_POSTGRES_URL` or 127.0.0.1:5432).
+            Db::Postgres => TestDatabase::postgres().await,
+            Db::PostgresSocket => TestDatabase::postgres_at(POSTGRES_SOCKET).await,
         };
-        TestDatabase::postgres_at(server)
-            .await
-            .ok_or_else(|| anyhow::anyhow!("PostgreSQL is not reachable at {server}"))
+        database.ok_or_else(|| anyhow::anyhow!("PostgreSQL ({}) is not reachable", self.name()))
     }
 }
