@@ -81,14 +81,14 @@ impl Odoo {
             .rpc
             .execute_kw(model, "search_read", json!([domain]), kwargs)
             .await?;
-        let rows = rows
-            .as_array()
-            .ok_or_else(|| ProviderError::Transient("search_read did not answer a list".into()))?;
-        rows.iter().map(row_to_record).collect()
+        let Value::Array(rows) = rows else {
+            return Err(ProviderError::Transient("search_read did not answer a list".into()));
+        };
+        rows.into_iter().map(row_to_record).collect()
     }
 }
 
-fn row_to_record(row: &Value) -> Result<RemoteRecord, ProviderError> {
+fn row_to_record(row: Value) -> Result<RemoteRecord, ProviderError> {
     let id = row
         .get("id")
         .and_then(Value::as_i64)
@@ -101,7 +101,7 @@ fn row_to_record(row: &Value) -> Result<RemoteRecord, ProviderError> {
     Ok(RemoteRecord {
         remote_id: id.to_string(),
         updated_at: write_date.and_utc(),
-        data: row.clone(),
+        data: row,
     })
 }
 
@@ -297,9 +297,9 @@ mod tests {
 
     #[test]
     fn rows_become_records_with_utc_write_dates() {
-        let r = row_to_record(&json!({"id": 7, "write_date": "2024-03-01 12:00:05", "name": "A"})).unwrap();
+        let r = row_to_record(json!({"id": 7, "write_date": "2024-03-01 12:00:05", "name": "A"})).unwrap();
         assert_eq!(r.remote_id, "7");
         assert_eq!(format_time(r.updated_at), "2024-03-01 12:00:05");
-        assert!(row_to_record(&json!({"id": 7})).is_err());
+        assert!(row_to_record(json!({"id": 7})).is_err());
     }
 }
