@@ -27,36 +27,48 @@ pub async fn pull_object(ctx: &SyncContext, object: &str) -> Result<Pass, SyncEr
         .as_ref()
         .map(|c| c.ts - chrono::Duration::from_std(ctx.overlap).unwrap_or_default())
         .unwrap_or(DateTime::UNIX_EPOCH);
-    let mut token = None;
     let mut changed = 0;
+    // The next page is fetched while this one is stored: the CRM's answer time and the database's commit time
+    // overlap instead of adding up. Pages are still stored, and the cursor advanced, strictly in order.
+    let mut asked = None;
+    let mut page = ctx.provider.pull_page(object, since, None).await?;
     loop {
         if ctx.cancel.is_cancelled() {
             return Err(SyncError::Cancelled);
         }
-        let asked = token.take();
-        let page = ctx.provider.pull_page(object, since, asked.clone()).await?;
         if let Some(page_max) = page.records.iter().map(|r| r.position()).max()
             && cursor.as_ref().is_none_or(|c| &page_max > c)
         {
             cursor = Some(page_max);
         }
-        let outcome = ctx
+        // A CRM that answers a page with the position it was asked for would keep this loop busy forever:
+        // treat it as a failure, which backs off (after storing what it sent).
+        let repeated = page.next.is_some() && page.next == asked;
+        let next = page.next.take().filter(|_| !repeated);
+        let store = ctx
             .store
-            .apply_page(&ctx.connection, object, &page.records, cursor.as_ref())
-            .await?;
+            .apply_page(&ctx.connection, object, &page.records, cursor.as_ref());
+        let (outcome, fetched) = match &next {
+            Some(next) => {
+                let (outcome, fetched) = tokio::join!(store, ctx.provider.pull_page(object, since, Some(next.clone())));
+                (outcome?, Some(fetched))
+            }
+            None => (store.await?, None),
+        };
         let n = (outcome.inserted + outcome.updated) as u64;
         changed += n;
         ctx.metrics.records_synced(&ctx.connection, object, Direction::Pull, n);
-        match page.next {
-            // A CRM that answers a page with the position it was asked for would keep this loop busy forever:
-            // treat it as a failure, which backs off.
-            Some(next) if Some(&next) == asked.as_ref() => {
-                return Err(ProviderError::Transient(format!(
-                    "{object}: the CRM returned the same page again; no progress"
-                ))
-                .into());
+        if repeated {
+            return Err(ProviderError::Transient(format!(
+                "{object}: the CRM returned the same page again; no progress"
+            ))
+            .into());
+        }
+        match fetched {
+            Some(fetched) => {
+                page = fetched?;
+                asked = next;
             }
-            Some(next) => token = Some(next),
             None => break,
         }
         // Webhooks are the fast path: a long pass must not hold them back.
