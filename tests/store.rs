@@ -1167,3 +1167,45 @@ async fn postgres_sessions_plan_each_statement_for_its_own_values() {
     store.close().await;
     db.cleanup().await;
 }
+
+/// A `records` table that was never analysed made PostgreSQL read a whole stream for every page's lookup (it took
+/// the stream for a couple of rows); the store analyses the table as a bulk load grows it, so the lookup goes
+/// straight to each id through the unique index.
+#[tokio::test]
+async fn a_bulk_load_keeps_the_page_lookup_on_the_unique_index() {
+    let Some(db) = TestDatabase::postgres().await else {
+        return;
+    };
+    let store = Store::connect(&db.url).await.unwrap();
+    store.migrate().await.unwrap();
+    for page in 0..4 {
+        let records: Vec<RemoteRecord> = (0..500)
+            .map(|i| rec(&format!("{}", page * 500 + i), i, json!({"n": i})))
+            .collect();
+        store.apply_page(CONN, OBJ, &records, None).await.unwrap();
+    }
+    let ids: Vec<String> = (0..200).map(|i| format!("'{}'", i * 7)).collect();
+    let plan: Vec<String> = store
+        .db()
+        .query_all_raw(Statement::from_string(
+            DbBackend::Postgres,
+            format!(
+                "EXPLAIN SELECT remote_id, content_hash FROM records WHERE connection_id = '{CONN}' AND object = '{OBJ}' \
+                 AND remote_id IN ({})",
+                ids.join(",")
+            ),
+        ))
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.try_get_by_index::<String>(0).unwrap())
+        .collect();
+    let plan = plan.join("\n");
+    assert!(
+        plan.lines()
+            .any(|l| l.contains("Index Cond") && l.contains("remote_id")),
+        "the ids are looked up in the index, not filtered from the stream:\n{plan}"
+    );
+    store.close().await;
+    db.cleanup().await;
+}

@@ -14,7 +14,10 @@ mod group_commit;
 mod hash;
 mod outbox;
 mod records;
+mod statistics;
 mod webhooks;
+
+use std::sync::Arc;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use migration::{Migrator, MigratorTrait};
@@ -28,6 +31,7 @@ pub use group_commit::InboxWriter;
 pub use hash::{canonical_json, content_hash};
 pub use outbox::{Enqueued, NewWrite, OutboxCounts, request_hash};
 pub use records::PageOutcome;
+use statistics::GrowthTracker;
 pub use webhooks::{InboxOutcome, NewWebhookEvent, WebhookBatch};
 
 /// Rows per statement for batched inserts, updates and `IN (...)` lists: far below SQLite's (32766) and
@@ -38,6 +42,8 @@ const BATCH: usize = 500;
 #[derive(Debug, Clone)]
 pub struct Store {
     db: DatabaseConnection,
+    /// Shared by clones: when to refresh the planner's statistics (see `statistics.rs`).
+    growth: Arc<GrowthTracker>,
 }
 
 impl Store {
@@ -49,14 +55,15 @@ impl Store {
 
     /// [`Store::connect`] with explicit pool and timeout settings.
     pub async fn connect_with(url: &str, options: &StoreOptions) -> Result<Store, StoreError> {
-        Ok(Store {
-            db: connect::open(url, options).await?,
-        })
+        Ok(Store::from_connection(connect::open(url, options).await?))
     }
 
     /// Wraps an existing connection (e.g. one a test or tool opened itself).
     pub fn from_connection(db: DatabaseConnection) -> Store {
-        Store { db }
+        Store {
+            db,
+            growth: Arc::default(),
+        }
     }
 
     /// Applies every pending migration.

@@ -152,6 +152,7 @@ impl Store {
             advance_cursor(&txn, &stream, cursor).await?;
         }
         txn.commit().await?;
+        self.records_inserted(outcome.inserted).await;
         Ok(outcome)
     }
 
@@ -251,6 +252,7 @@ impl Store {
             txn.execute(&insert).await?;
         }
         txn.commit().await?;
+        self.records_inserted(unknown.len()).await;
         Ok(live.len())
     }
 
