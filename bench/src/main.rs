@@ -131,12 +131,15 @@ fn main() -> anyhow::Result<()> {
                         for run in 1..=runs {
                             let f = pull::measure(crm, kind, records).await?;
                             eprintln!(
-                                "{:<8} {db:<8} run {run}: {:>8.0} records/s, bare upsert {:>8.0} rows/s ({:.0}%), peak RSS {:.1} MB",
+                                "{:<8} {db:<8} run {run}: {:>8.0} records/s, bare upsert {:>8.0} rows/s ({:.0}%), fetch only {:>8.0} records/s ({:.0}%), peak RSS {:.1} MB, daemon CPU {:.0}% of one core",
                                 crm.name(),
                                 f.daemon_rate,
                                 f.ceiling_rate,
                                 100.0 * f.daemon_rate / f.ceiling_rate,
-                                f.peak_rss as f64 / 1e6
+                                f.fetch_rate,
+                                100.0 * f.daemon_rate / f.fetch_rate,
+                                f.peak_rss as f64 / 1e6,
+                                100.0 * f.daemon_cpu / f.elapsed
                             );
                             figures.push(f);
                         }

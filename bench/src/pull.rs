@@ -8,7 +8,13 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::db::Db;
-use chrono::{TimeZone, Utc};
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, TimeZone, Utc};
+use crmsyncd::Config;
+use crmsyncd::connections::ConnectionFactory;
+use crmsyncd::metrics::Metrics;
 use crmsyncd::model::{Cursor, RemoteRecord};
 use crmsyncd::store::Store;
 use crmsyncd_sim::hubspot::{HubSpotSim, HubSpotSimConfig};
@@ -47,8 +53,15 @@ pub struct PullRun {
     pub daemon_rate: f64,
     /// The bare bulk upsert's rows per second, same records and page size.
     pub ceiling_rate: f64,
+    /// The provider alone reading every page from the simulator, storing nothing: records per second.
+    pub fetch_rate: f64,
     /// The daemon's peak resident memory (VmHWM), in bytes.
     pub peak_rss: u64,
+    /// The daemon's CPU time (user + system) over the run, in seconds: with the wall time, it tells whether the
+    /// daemon or the simulator (in this process) was the bottleneck.
+    pub daemon_cpu: f64,
+    /// Wall seconds from the daemon's start until every record was stored.
+    pub elapsed: f64,
 }
 
 /// The crmsyncd release binary beside this one (`cargo build --release` puts both in `target/release`).
@@ -102,7 +115,8 @@ pub async fn measure(crm: Crm, db: Db, records: usize) -> anyhow::Result<PullRun
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
     let config = dir.path().join("bench-pull.toml");
-    std::fs::write(&config, daemon_config(crm, &base_url, &db.url, port))?;
+    let config_text = daemon_config(crm, &base_url, &db.url, port);
+    std::fs::write(&config, &config_text)?;
     let started = Instant::now();
     let mut child = tokio::process::Command::new(&binary)
         .args(["run", "--config"])
@@ -131,11 +145,13 @@ pub async fn measure(crm: Crm, db: Db, records: usize) -> anyhow::Result<PullRun
     }
     let elapsed = started.elapsed();
     let peak_rss = peak_rss(pid)?;
-    child.start_kill()?;
-    let _ = child.wait().await;
+    let daemon_cpu = cpu_seconds(pid)?;
+    stop(&mut child, pid).await?;
     let stored = count_records(&db.url).await?;
     anyhow::ensure!(stored == records, "{stored} records stored, {records} expected");
     db.cleanup().await;
+    // After the daemon, so that any cache the simulator keeps favours the ceiling, not the daemon.
+    let fetch_rate = fetch_rate(&config_text, &config, records).await?;
     // A dropped simulator keeps serving (and holding its records) until shut down; runs must not pile up.
     if let Some(sim) = hubspot {
         sim.shutdown().await;
@@ -147,8 +163,26 @@ pub async fn measure(crm: Crm, db: Db, records: usize) -> anyhow::Result<PullRun
         records,
         daemon_rate: records as f64 / elapsed.as_secs_f64(),
         ceiling_rate,
+        fetch_rate,
         peak_rss,
+        daemon_cpu,
+        elapsed: elapsed.as_secs_f64(),
     })
+}
+
+/// Stops the daemon as systemd would (SIGTERM, then SIGKILL after 10 s), so that a profiler wrapped around it
+/// (`valgrind --tool=callgrind`) writes its output.
+async fn stop(child: &mut tokio::process::Child, pid: u32) -> anyhow::Result<()> {
+    // SAFETY: kill(2) with a pid this process spawned and has not reaped yet.
+    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
+    if tokio::time::timeout(Duration::from_secs(10), child.wait())
+        .await
+        .is_err()
+    {
+        child.start_kill()?;
+        child.wait().await?;
+    }
+    Ok(())
 }
 
 fn daemon_config(crm: Crm, base_url: &str, db_url: &str, port: u16) -> String {
@@ -211,6 +245,24 @@ fn peak_rss(pid: u32) -> anyhow::Result<u64> {
     Ok(kb * 1024)
 }
 
+/// A process's CPU time so far (user + system, `/proc/PID/stat` fields 14 and 15), in seconds.
+fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // The command name (field 2) is in parentheses and may hold spaces: count fields after its closing one.
+    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks = |i: usize| -> anyhow::Result<f64> {
+        Ok(fields
+            .get(i)
+            .ok_or_else(|| anyhow::anyhow!("short /proc/{pid}/stat"))?
+            .parse::<f64>()?)
+    };
+    // Fields 14 and 15 of the whole line are the 12th and 13th after the name (field 3 is the first).
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Ok((ticks(11)? + ticks(12)?) / per_second)
+}
+
 fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -223,6 +275,41 @@ async fn count_records(url: &str) -> anyhow::Result<usize> {
     }
     store.close().await;
     Ok(total)
+}
+
+/// Records per second of the connection's provider alone, built from the daemon's own config: every page read
+/// from the simulator and parsed, nothing stored. The simulator shares this machine's two cores, so this is the
+/// rate the source can serve at: a pull cannot beat it, however fast the store.
+async fn fetch_rate(config_text: &str, path: &std::path::Path, records: usize) -> anyhow::Result<f64> {
+    let config = Config::parse(config_text, path, &|_| None)?;
+    let scratch = Db::Sqlite.fresh().await?;
+    let store = Store::connect(&scratch.url).await?;
+    let factory = ConnectionFactory::new(&config, &store, Arc::new(Metrics::new()));
+    let entry = factory
+        .entries(&config)?
+        .pop()
+        .ok_or_else(|| anyhow::anyhow!("the bench config has no connection"))?;
+    let object = entry.provider.objects()[0].clone();
+    let started = Instant::now();
+    let mut seen = HashSet::new();
+    let mut token = None;
+    loop {
+        let page = entry.provider.pull_page(&object, DateTime::UNIX_EPOCH, token).await?;
+        seen.extend(page.records.into_iter().map(|r| r.remote_id));
+        match page.next {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
+    let elapsed = started.elapsed();
+    anyhow::ensure!(
+        seen.len() == records,
+        "the provider read {} records, {records} expected",
+        seen.len()
+    );
+    store.close().await;
+    scratch.cleanup().await;
+    Ok(records as f64 / elapsed.as_secs_f64())
 }
 
 /// Rows per second of the store's own bulk upsert (`apply_page`, pages of `page` records with their cursor), on

@@ -83,21 +83,29 @@ pub fn table(rows: &[Row]) -> String {
     out
 }
 
-/// A Markdown table of pull runs: per CRM and database, the medians and spreads of the daemon's rate, the bare
-/// upsert ceiling, their ratio and the daemon's peak memory.
+/// A Markdown table of pull runs: per CRM and database, the medians and spreads of the daemon's rate and of its two
+/// ceilings (the bare upsert, and the provider reading the simulator with nothing stored), the daemon's share of
+/// each and of the lower one, its CPU and its peak memory.
 pub fn pull_table(rows: &[(&str, String, Vec<PullRun>)]) -> String {
     let mut out = String::from(
-        "| crm | db | records | runs | crmsyncd records/s median (min–max) | bare upsert rows/s median (min–max) | share of ceiling | peak RSS MB (max) |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| crm | db | records | runs | crmsyncd records/s median (min–max) | bare upsert rows/s median (min–max) | share of upsert | fetch only records/s median (min–max) | share of the lower ceiling | daemon CPU, % of a core | peak RSS MB (max) |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     for (crm, db, runs) in rows {
         let daemon: Vec<f64> = runs.iter().map(|r| r.daemon_rate).collect();
         let ceiling: Vec<f64> = runs.iter().map(|r| r.ceiling_rate).collect();
+        let fetch: Vec<f64> = runs.iter().map(|r| r.fetch_rate).collect();
         let shares: Vec<f64> = runs.iter().map(|r| 100.0 * r.daemon_rate / r.ceiling_rate).collect();
+        let lower: Vec<f64> = runs
+            .iter()
+            .map(|r| 100.0 * r.daemon_rate / r.ceiling_rate.min(r.fetch_rate))
+            .collect();
+        let cpu: Vec<f64> = runs.iter().map(|r| 100.0 * r.daemon_cpu / r.elapsed).collect();
         let (dlo, dhi) = spread(&daemon);
         let (clo, chi) = spread(&ceiling);
+        let (flo, fhi) = spread(&fetch);
         out.push_str(&format!(
-            "| {crm} | {db} | {} | {} | {:.0} ({:.0}–{:.0}) | {:.0} ({:.0}–{:.0}) | {:.0}% | {:.1} |\n",
+            "| {crm} | {db} | {} | {} | {:.0} ({:.0}–{:.0}) | {:.0} ({:.0}–{:.0}) | {:.0}% | {:.0} ({:.0}–{:.0}) | {:.0}% | {:.0}% | {:.1} |\n",
             runs.first().map(|r| r.records).unwrap_or(0),
             runs.len(),
             median(&daemon),
@@ -107,6 +115,11 @@ pub fn pull_table(rows: &[(&str, String, Vec<PullRun>)]) -> String {
             clo,
             chi,
             median(&shares),
+            median(&fetch),
+            flo,
+            fhi,
+            median(&lower),
+            median(&cpu),
             runs.iter().map(|r| r.peak_rss).max().unwrap_or(0) as f64 / 1e6,
         ));
     }
