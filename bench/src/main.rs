@@ -15,6 +15,11 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
+// The allocator the crmsyncd binary ships with (src/main.rs): the ingest scenario runs the daemon in this process,
+// and every ceiling is measured with the same allocator as the daemon it is compared with.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use db::Db;
 use ingest::{Setting, Target};
 
