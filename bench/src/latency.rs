@@ -183,7 +183,10 @@ pub async fn measure(setting: Setting) -> anyhow::Result<LatencyRun> {
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
     let config = dir.path().join("bench-latency.toml");
-    std::fs::write(&config, daemon_config(port, &db.url, &sim.base_url(), setting.poll_interval))?;
+    std::fs::write(
+        &config,
+        daemon_config(port, &db.url, &sim.base_url(), setting.poll_interval),
+    )?;
     let mut child = tokio::process::Command::new(&binary)
         .args(["run", "--config"])
         .arg(&config)
@@ -229,7 +232,9 @@ pub async fn measure(setting: Setting) -> anyhow::Result<LatencyRun> {
             answered[n] = Some((sent, at));
         }
     }
-    let measured: Vec<usize> = (0..events).filter(|&n| start + period * n as u32 >= measure_from).collect();
+    let measured: Vec<usize> = (0..events)
+        .filter(|&n| start + period * n as u32 >= measure_from)
+        .collect();
     let wanted: Vec<usize> = measured.iter().copied().filter(|&n| answered[n].is_some()).collect();
     settle(&seen, &wanted).await;
     stop.store(true, Ordering::Release);
