@@ -78,8 +78,12 @@ pub struct LatencyRun {
     pub ceiling_unseen: u64,
     /// The observer's mean time between two reads of the change feed during the measurement, in ms.
     pub poll_period_ms: f64,
-    /// The simulator's batch reads during the measured window, per webhook answered.
+    /// The simulator's batch reads during the measured window, per webhook answered: one per inbox round, so
+    /// its inverse is the events a round takes, and `1 / (rate * reads_per_webhook)` a busy round's length.
     pub reads_per_webhook: f64,
+    /// The daemon's mean batch-read time (its `crm_request_duration_seconds`, the whole run), in ms: the fetch's
+    /// share of a round.
+    pub fetch_mean_ms: f64,
 }
 
 impl LatencyRun {
@@ -251,6 +255,7 @@ pub async fn measure(setting: Setting) -> anyhow::Result<LatencyRun> {
         ceiling_unseen,
         poll_period_ms: observed.as_secs_f64() * 1000.0 / reads.max(1) as f64,
         reads_per_webhook: 0.0,
+        fetch_mean_ms: 0.0,
     };
     let sent_at: Vec<Instant> = wanted.iter().filter_map(|&n| answered[n].map(|(s, _)| s)).collect();
     if let (Some(first), Some(last)) = (sent_at.iter().min(), sent_at.iter().max())
@@ -283,12 +288,33 @@ pub async fn measure(setting: Setting) -> anyhow::Result<LatencyRun> {
         .count();
     run.reads_per_webhook = reads as f64 / wanted.len().max(1) as f64;
 
+    run.fetch_mean_ms = fetch_mean_ms(&client, port).await?;
+
     child.start_kill()?;
     let _ = child.wait().await;
     observer_store.close().await;
     db.cleanup().await;
     sim.shutdown().await;
     Ok(run)
+}
+
+/// The mean of the daemon's batch-read durations, from its `/metrics`, in ms.
+async fn fetch_mean_ms(client: &reqwest::Client, port: u16) -> anyhow::Result<f64> {
+    let text = client
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await?
+        .text()
+        .await?;
+    let series = |suffix: &str| -> f64 {
+        let name = format!("{}{suffix}{{", crmsyncd::metrics::names::CRM_REQUEST_DURATION_SECONDS);
+        text.lines()
+            .filter(|l| l.starts_with(&name) && l.contains("operation=\"batch_read\""))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    let (sum, count) = (series("_sum"), series("_count"));
+    Ok(if count > 0.0 { 1000.0 * sum / count } else { 0.0 })
 }
 
 /// Waits until the daemon's first pull has stored every seeded contact; returns the change feed's position then.

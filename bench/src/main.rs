@@ -223,7 +223,7 @@ fn main() -> anyhow::Result<()> {
                         eprintln!(
                             "{db:<8} run {run}: {} sent, {:>6.0}/s  after 200: p50 {:>6.2} p90 {:>6.2} p99 {:>7.2} max {:>7.2} ms  \
                              after schedule p99 {:>7.2} ms  ceiling p50 {:>5.2} p99 {:>6.2} ms  errors {} unseen {} \
-                             (ceiling {})  observer poll {:.2} ms  batch reads/webhook {:.3}",
+                             (ceiling {})  observer poll {:.2} ms  batch reads/webhook {:.3}  batch read mean {:.2} ms",
                             f.sent,
                             f.send_rate,
                             ms(&f.after_answer, 0.5),
@@ -238,6 +238,7 @@ fn main() -> anyhow::Result<()> {
                             f.ceiling_unseen,
                             f.poll_period_ms,
                             f.reads_per_webhook,
+                            f.fetch_mean_ms,
                         );
                         figures.push(f);
                     }

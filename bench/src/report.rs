@@ -156,8 +156,8 @@ pub fn quota_table(runs: &[(String, Vec<QuotaUse>)]) -> String {
 /// unseen event of all runs.
 pub fn latency_table(rate: u32, rows: &[(String, Vec<LatencyRun>)]) -> String {
     let mut out = String::from(
-        "| db | rate | runs | sent/s median | after 200 p50 ms | p90 ms | p99 ms median (min–max) | max ms | after schedule p99 ms | ceiling p50 ms | ceiling p99 ms | p99 / ceiling p99 | errors | unseen | observer poll ms | batch reads per webhook |\n\
-         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+        "| db | rate | runs | sent/s median | after 200 p50 ms | p90 ms | p99 ms median (min–max) | max ms | after schedule p99 ms | ceiling p50 ms | ceiling p99 ms | p99 / ceiling p99 | errors | unseen | observer poll ms | batch reads per webhook | batch read mean ms |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
     );
     let ms = LatencyRun::ms;
     for (db, runs) in rows {
@@ -167,7 +167,7 @@ pub fn latency_table(rate: u32, rows: &[(String, Vec<LatencyRun>)]) -> String {
         let ratios = of(&|r| ms(&r.after_answer, 0.99) / ms(&r.ceiling, 0.99));
         let (lo, hi) = spread(&p99);
         out.push_str(&format!(
-            "| {db} | {rate}/s | {} | {:.0} | {:.2} | {:.2} | {:.2} ({:.2}–{:.2}) | {:.2} | {:.2} | {:.2} | {:.2} | {:.1}× | {} | {} | {:.2} | {:.3} |\n",
+            "| {db} | {rate}/s | {} | {:.0} | {:.2} | {:.2} | {:.2} ({:.2}–{:.2}) | {:.2} | {:.2} | {:.2} | {:.2} | {:.1}× | {} | {} | {:.2} | {:.3} | {:.2} |\n",
             runs.len(),
             median(&of(&|r| r.send_rate)),
             median(&of(&|r| ms(&r.after_answer, 0.5))),
@@ -184,6 +184,7 @@ pub fn latency_table(rate: u32, rows: &[(String, Vec<LatencyRun>)]) -> String {
             runs.iter().map(|r| r.unseen + r.ceiling_unseen).sum::<u64>(),
             median(&of(&|r| r.poll_period_ms)),
             median(&of(&|r| r.reads_per_webhook)),
+            median(&of(&|r| r.fetch_mean_ms)),
         ));
     }
     out
