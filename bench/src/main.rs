@@ -2,10 +2,12 @@
 //! same run, so the ratio holds on a noisy machine. See `docs/BENCHMARKS.md`.
 //!
 //! `cargo run --release -p crmsyncd-bench -- ingest --db sqlite,postgres --connections 64,256 --runs 3`
+//! `cargo run --release -p crmsyncd-bench -- latency --db sqlite,postgres --rate 1000 --seconds 30 --runs 3`
 
 mod ceiling;
 mod db;
 mod ingest;
+mod latency;
 mod loadgen;
 mod pull;
 mod quota;
@@ -75,6 +77,26 @@ enum Scenario {
         seconds: u64,
         #[arg(long, default_value_t = 10)]
         warmup: u64,
+    },
+    /// Webhook to record: a steady open-loop rate of signed HubSpot webhooks, each naming a contact just changed
+    /// in the simulator; the time from each 200 until the new version is visible in `records`, beside a bare
+    /// `apply_page` of one record seen by the same observer. Needs the release daemon binary.
+    Latency {
+        #[arg(long, default_value = "sqlite,postgres", value_delimiter = ',')]
+        db: Vec<String>,
+        /// Webhooks per second, sent on schedule whatever the answers.
+        #[arg(long, default_value_t = 1000)]
+        rate: u32,
+        /// Seconds measured per run, after a warm-up of `--warmup` seconds.
+        #[arg(long, default_value_t = 30)]
+        seconds: u64,
+        #[arg(long, default_value_t = 5)]
+        warmup: u64,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// The connection's poll interval in seconds: its pull passes run during the measurement.
+        #[arg(long, default_value_t = 30)]
+        poll_interval: u64,
     },
 }
 
@@ -182,6 +204,55 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
                 print!("{}", report::quota_table(&rows));
+                Ok(())
+            }
+            Scenario::Latency {
+                db,
+                rate,
+                seconds,
+                warmup,
+                runs,
+                poll_interval,
+            } => {
+                let mut rows = Vec::new();
+                for db in &db {
+                    let kind = Db::parse(db)?;
+                    let mut figures = Vec::new();
+                    for run in 1..=runs {
+                        let f = latency::measure(latency::Setting {
+                            db: kind,
+                            rate,
+                            warmup: Duration::from_secs(warmup),
+                            measure: Duration::from_secs(seconds),
+                            poll_interval: Duration::from_secs(poll_interval),
+                        })
+                        .await?;
+                        let ms = latency::LatencyRun::ms;
+                        eprintln!(
+                            "{db:<8} run {run}: {} sent, {:>6.0}/s  after 200: p50 {:>6.2} p90 {:>6.2} p99 {:>7.2} max {:>7.2} ms  \
+                             after schedule p99 {:>7.2} ms  ceiling p50 {:>5.2} p99 {:>6.2} ms  errors {} unseen {} \
+                             (ceiling {})  observer poll {:.2} ms  batch reads/webhook {:.3}  batch read mean {:.2} ms",
+                            f.sent,
+                            f.send_rate,
+                            ms(&f.after_answer, 0.5),
+                            ms(&f.after_answer, 0.9),
+                            ms(&f.after_answer, 0.99),
+                            ms(&f.after_answer, 1.0),
+                            ms(&f.after_schedule, 0.99),
+                            ms(&f.ceiling, 0.5),
+                            ms(&f.ceiling, 0.99),
+                            f.errors,
+                            f.unseen,
+                            f.ceiling_unseen,
+                            f.poll_period_ms,
+                            f.reads_per_webhook,
+                            f.fetch_mean_ms,
+                        );
+                        figures.push(f);
+                    }
+                    rows.push((db.clone(), figures));
+                }
+                print!("{}", report::latency_table(rate, &rows));
                 Ok(())
             }
         }

@@ -65,7 +65,7 @@ pub struct PullRun {
 }
 
 /// The crmsyncd release binary beside this one (`cargo build --release` puts both in `target/release`).
-fn daemon_binary() -> anyhow::Result<PathBuf> {
+pub(crate) fn daemon_binary() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;
     let path = me.with_file_name("crmsyncd");
     anyhow::ensure!(
@@ -263,7 +263,7 @@ fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
     Ok((ticks(11)? + ticks(12)?) / per_second)
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub(crate) fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

@@ -1,6 +1,7 @@
 //! The table a benchmark prints: median and spread of each setting's runs, and the ratio of crmsyncd to the
 //! ceilings measured in the same run.
 
+use crate::latency::LatencyRun;
 use crate::loadgen::Load;
 use crate::pull::PullRun;
 use crate::quota::QuotaUse;
@@ -158,6 +159,45 @@ pub fn quota_table(runs: &[(String, Vec<QuotaUse>)]) -> String {
             figures.iter().map(|f| f.refused).sum::<usize>(),
             figures.iter().map(|f| f.busiest_window).max().unwrap_or(0),
             figures.first().map(|f| f.limit).unwrap_or(0),
+        ));
+    }
+    out
+}
+
+/// A Markdown table of latency runs: per database, the medians (and the p99's spread) of visible − 200, the
+/// same from the scheduled send, the bare `apply_page` ceiling and the ratio of the p99s, with every error and
+/// unseen event of all runs.
+pub fn latency_table(rate: u32, rows: &[(String, Vec<LatencyRun>)]) -> String {
+    let mut out = String::from(
+        "| db | rate | runs | sent/s median | after 200 p50 ms | p90 ms | p99 ms median (min–max) | max ms | after schedule p99 ms | ceiling p50 ms | ceiling p99 ms | p99 / ceiling p99 | errors | unseen | observer poll ms | batch reads per webhook | batch read mean ms |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    let ms = LatencyRun::ms;
+    for (db, runs) in rows {
+        let of = |f: &dyn Fn(&LatencyRun) -> f64| runs.iter().map(f).collect::<Vec<f64>>();
+        let p99 = of(&|r| ms(&r.after_answer, 0.99));
+        let ceiling_p99 = of(&|r| ms(&r.ceiling, 0.99));
+        let ratios = of(&|r| ms(&r.after_answer, 0.99) / ms(&r.ceiling, 0.99));
+        let (lo, hi) = spread(&p99);
+        out.push_str(&format!(
+            "| {db} | {rate}/s | {} | {:.0} | {:.2} | {:.2} | {:.2} ({:.2}–{:.2}) | {:.2} | {:.2} | {:.2} | {:.2} | {:.1}× | {} | {} | {:.2} | {:.3} | {:.2} |\n",
+            runs.len(),
+            median(&of(&|r| r.send_rate)),
+            median(&of(&|r| ms(&r.after_answer, 0.5))),
+            median(&of(&|r| ms(&r.after_answer, 0.9))),
+            median(&p99),
+            lo,
+            hi,
+            median(&of(&|r| ms(&r.after_answer, 1.0))),
+            median(&of(&|r| ms(&r.after_schedule, 0.99))),
+            median(&of(&|r| ms(&r.ceiling, 0.5))),
+            median(&ceiling_p99),
+            median(&ratios),
+            runs.iter().map(|r| r.errors).sum::<u64>(),
+            runs.iter().map(|r| r.unseen + r.ceiling_unseen).sum::<u64>(),
+            median(&of(&|r| r.poll_period_ms)),
+            median(&of(&|r| r.reads_per_webhook)),
+            median(&of(&|r| r.fetch_mean_ms)),
         ));
     }
     out

@@ -111,3 +111,43 @@ fn the_quota_benchmark_keeps_every_limit() {
         assert!(busiest > 0 && busiest <= limit, "no window over the limit: {report}");
     }
 }
+
+#[test]
+fn the_latency_benchmark_sees_every_answered_webhook_become_a_record() {
+    ensure_daemon_binary();
+    let report = bench(&[
+        "latency",
+        "--db",
+        "sqlite",
+        "--rate",
+        "100",
+        "--seconds",
+        "1",
+        "--warmup",
+        "0",
+        "--runs",
+        "1",
+    ]);
+    let rows = rows(&report);
+    assert_eq!(rows.len(), 1, "{report}");
+    let row = &rows[0];
+    let number = |column: usize| -> f64 {
+        let cell = row[column].split_whitespace().next().unwrap_or_default();
+        cell.trim_end_matches('×')
+            .parse()
+            .unwrap_or_else(|_| panic!("a number in column {column} of {row:?}"))
+    };
+    assert!(number(3) > 0.0, "webhooks were sent: {report}");
+    let (p50, p90, p99, max) = (number(4), number(5), number(6), number(7));
+    assert!(
+        0.0 < p50 && p50 <= p90 && p90 <= p99 && p99 <= max,
+        "ordered percentiles: {report}"
+    );
+    assert!(number(10) > 0.0, "the ceiling was measured: {report}");
+    assert_eq!(row[12], "0", "every webhook answered 200: {report}");
+    assert_eq!(row[13], "0", "every answered change became visible: {report}");
+    assert!(
+        number(15) > 0.0,
+        "the daemon read the records the events named: {report}"
+    );
+}
