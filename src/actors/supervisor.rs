@@ -10,6 +10,7 @@ use std::time::Instant;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio_util::sync::CancellationToken;
 
+use super::first_poll::first_poll_delay;
 use super::{ConnectionActor, ConnectionArgs};
 use crate::backoff::Backoff;
 use crate::config::SupervisorConfig;
@@ -184,17 +185,25 @@ impl SupervisorState {
         if self.args.shutdown.is_cancelled() {
             return;
         }
+        let connections = self.children.len();
         let Some(child) = self.children.get_mut(id) else { return };
         if child.actor.is_some() || child.failed {
             return;
         }
         let cancel = self.args.shutdown.child_token();
         child.cancel = Some(cancel.clone());
+        // Only a connection's first start is spread; one restarted after a failure polls at once.
+        let first_poll = if child.last_start.is_none() {
+            first_poll_delay(id, child.entry.config.poll_interval, connections)
+        } else {
+            std::time::Duration::ZERO
+        };
         let args = ConnectionArgs {
             entry: child.entry.clone(),
             store: self.args.store.clone(),
             metrics: self.args.metrics.clone(),
             shutdown: cancel,
+            first_poll,
         };
         // Unnamed: several daemons (tests) may share one process, and ractor names are global.
         match Actor::spawn_linked(None, ConnectionActor, args, myself.get_cell()).await {
@@ -221,11 +230,11 @@ impl SupervisorState {
         gone.sort();
         for id in gone {
             self.stop_child(&id).await;
-            if let Some(child) = self.children.remove(&id) {
+            if self.children.remove(&id).is_some() {
                 self.args.registry.remove(&id);
                 self.args
                     .metrics
-                    .forget_connection(&id, child.entry.provider.kind().as_str());
+                    .forget_connection(&id);
             }
             tracing::info!(connection = %id, "Connection removed by a reload.");
             summary.removed.push(id);
