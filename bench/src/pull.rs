@@ -52,7 +52,7 @@ pub struct PullRun {
 }
 
 /// The crmsyncd release binary beside this one (`cargo build --release` puts both in `target/release`).
-fn daemon_binary() -> anyhow::Result<PathBuf> {
+pub fn daemon_binary() -> anyhow::Result<PathBuf> {
     let me = std::env::current_exe()?;
     let path = me.with_file_name("crmsyncd");
     anyhow::ensure!(
@@ -201,7 +201,7 @@ fn synced(metrics: &str) -> f64 {
 }
 
 /// A process's peak resident set size (`VmHWM`), in bytes.
-fn peak_rss(pid: u32) -> anyhow::Result<u64> {
+pub fn peak_rss(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb = status
         .lines()
@@ -211,7 +211,7 @@ fn peak_rss(pid: u32) -> anyhow::Result<u64> {
     Ok(kb * 1024)
 }
 
-fn free_port() -> anyhow::Result<u16> {
+pub fn free_port() -> anyhow::Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 

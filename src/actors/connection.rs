@@ -105,7 +105,11 @@ impl Actor for ConnectionActor {
             myself.cast(ConnectionMsg::Tick)?;
             None
         } else {
-            Some(myself.send_after(args.first_poll, || ConnectionMsg::Tick).abort_handle())
+            Some(
+                myself
+                    .send_after(args.first_poll, || ConnectionMsg::Tick)
+                    .abort_handle(),
+            )
         };
         Ok(ConnectionRun {
             ctx,

@@ -122,6 +122,7 @@ impl Actor for Supervisor {
         for child in state.children.values_mut() {
             if let Some(actor) = child.actor.take() {
                 let _ = actor.stop_and_wait(Some("shutdown".into()), None).await;
+                state.args.metrics.actor_down();
             }
             child.entry.set_actor(None);
         }
@@ -211,6 +212,7 @@ impl SupervisorState {
                 self.by_actor.insert(actor.get_id(), id.to_string());
                 child.entry.set_actor(Some(actor.clone()));
                 child.actor = Some(actor.get_cell());
+                self.args.metrics.actor_up();
                 child.last_start = Some(Instant::now());
             }
             // ractor sends no supervision event when pre_start fails: treat it as a failure here.
@@ -232,9 +234,7 @@ impl SupervisorState {
             self.stop_child(&id).await;
             if self.children.remove(&id).is_some() {
                 self.args.registry.remove(&id);
-                self.args
-                    .metrics
-                    .forget_connection(&id);
+                self.args.metrics.forget_connection(&id);
             }
             tracing::info!(connection = %id, "Connection removed by a reload.");
             summary.removed.push(id);
@@ -287,6 +287,7 @@ impl SupervisorState {
             // Forget it first: its termination must not look like a crash to restart.
             self.by_actor.remove(&actor.get_id());
             let _ = actor.stop_and_wait(Some("reload".into()), None).await;
+            self.args.metrics.actor_down();
         }
         child.entry.set_actor(None);
     }
@@ -295,7 +296,9 @@ impl SupervisorState {
         let config = self.args.config.clone();
         let metrics = self.args.metrics.clone();
         let Some(child) = self.children.get_mut(id) else { return };
-        child.actor = None;
+        if child.actor.take().is_some() {
+            metrics.actor_down();
+        }
         child.entry.set_actor(None);
         if child.last_start.is_some_and(|t| t.elapsed() >= config.healthy_after) {
             child.restarts = 0;

@@ -164,18 +164,38 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 
 /// Writes every per-connection family for `connections` (sorted by id) in the Prometheus text format, plus the
 /// webhooks for unknown connections.
-pub fn render<'a>(out: &mut String, connections: impl Iterator<Item = (&'a str, &'a ConnectionSeries)> + Clone, unknown_webhooks: u64) {
+pub fn render<'a>(
+    out: &mut String,
+    connections: impl Iterator<Item = (&'a str, &'a ConnectionSeries)> + Clone,
+    unknown_webhooks: u64,
+) {
     let all = connections;
-    family(out, names::CONNECTION_INFO, "Always 1; the provider label says which CRM a connection talks to.", "gauge");
+    family(
+        out,
+        names::CONNECTION_INFO,
+        "Always 1; the provider label says which CRM a connection talks to.",
+        "gauge",
+    );
     for (id, c) in all.clone() {
         let provider = lock(&c.provider);
         line(out, names::CONNECTION_INFO, id, &[("provider", &provider)], 1);
     }
-    family(out, names::CONNECTION_STATE, "1 for the connection's current state, 0 for the others.", "gauge");
+    family(
+        out,
+        names::CONNECTION_STATE,
+        "1 for the connection's current state, 0 for the others.",
+        "gauge",
+    );
     for (id, c) in all.clone() {
         let current = c.state();
         for s in ConnectionState::ALL {
-            line(out, names::CONNECTION_STATE, id, &[("state", s.as_str())], u64::from(s == current));
+            line(
+                out,
+                names::CONNECTION_STATE,
+                id,
+                &[("state", s.as_str())],
+                u64::from(s == current),
+            );
         }
     }
     family(
@@ -192,14 +212,24 @@ pub fn render<'a>(out: &mut String, connections: impl Iterator<Item = (&'a str, 
             }
         }
     }
-    family(out, names::RATE_LIMIT_WAIT_SECONDS_TOTAL, "Seconds spent waiting for the rate gate.", "counter");
+    family(
+        out,
+        names::RATE_LIMIT_WAIT_SECONDS_TOTAL,
+        "Seconds spent waiting for the rate gate.",
+        "counter",
+    );
     for (id, c) in all.clone() {
         let us = c.rate_limit_wait_us.load(Ordering::Relaxed);
         if us > 0 {
             line_f64(out, names::RATE_LIMIT_WAIT_SECONDS_TOTAL, id, &[], us as f64 / 1e6);
         }
     }
-    family(out, names::CRM_THROTTLED_TOTAL, "429 answers received from the CRM.", "counter");
+    family(
+        out,
+        names::CRM_THROTTLED_TOTAL,
+        "429 answers received from the CRM.",
+        "counter",
+    );
     for (id, c) in all.clone() {
         let n = c.throttled.load(Ordering::Relaxed);
         if n > 0 {
@@ -220,9 +250,20 @@ pub fn render<'a>(out: &mut String, connections: impl Iterator<Item = (&'a str, 
             }
         }
     }
-    family(out, names::ACTOR_RESTARTS_TOTAL, "Restarts of a connection actor after a failure or panic.", "counter");
+    family(
+        out,
+        names::ACTOR_RESTARTS_TOTAL,
+        "Restarts of a connection actor after a failure or panic.",
+        "counter",
+    );
     for (id, c) in all.clone() {
-        line(out, names::ACTOR_RESTARTS_TOTAL, id, &[], c.restarts.load(Ordering::Relaxed));
+        line(
+            out,
+            names::ACTOR_RESTARTS_TOTAL,
+            id,
+            &[],
+            c.restarts.load(Ordering::Relaxed),
+        );
     }
     family(out, names::WEBHOOKS_TOTAL, "Webhook requests by outcome.", "counter");
     for (id, c) in all.clone() {
@@ -264,7 +305,12 @@ pub fn render<'a>(out: &mut String, connections: impl Iterator<Item = (&'a str, 
             }
         }
     }
-    family(out, names::RECORDS_SYNCED_TOTAL, "Records written locally (pull) or to the CRM (push).", "counter");
+    family(
+        out,
+        names::RECORDS_SYNCED_TOTAL,
+        "Records written locally (pull) or to the CRM (push).",
+        "counter",
+    );
     for (id, c) in all.clone() {
         for o in lock(&c.objects).iter() {
             for d in Direction::ALL {
@@ -278,7 +324,12 @@ pub fn render<'a>(out: &mut String, connections: impl Iterator<Item = (&'a str, 
             }
         }
     }
-    family(out, names::SYNC_LAG_SECONDS, "Seconds since the start of the last complete pull pass.", "gauge");
+    family(
+        out,
+        names::SYNC_LAG_SECONDS,
+        "Seconds since the start of the last complete pull pass.",
+        "gauge",
+    );
     for (id, c) in all {
         for o in lock(&c.objects).iter() {
             if let Some(lag) = o.lag {

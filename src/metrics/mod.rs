@@ -11,7 +11,8 @@ pub mod labels;
 pub mod names;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -27,6 +28,8 @@ pub struct Metrics {
     connections: RwLock<BTreeMap<String, Arc<ConnectionSeries>>>,
     /// Webhooks for a connection id the daemon does not know, all under `connection="unknown"`.
     unknown_webhooks: AtomicU64,
+    /// Connection actors running now (`crmsyncd_connection_actors`): all configured ones once start-up is done.
+    actors: AtomicI64,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -50,7 +53,9 @@ impl Metrics {
                 CRM_REQUEST_DURATION_SECONDS,
                 "Time for one CRM request, per provider and operation (not per connection).",
             )
-            .buckets(vec![0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0]),
+            .buckets(vec![
+                0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
             &["provider", "operation"],
         )
         .expect("valid metric");
@@ -71,6 +76,7 @@ impl Metrics {
             crm_request_duration,
             connections: RwLock::new(BTreeMap::new()),
             unknown_webhooks: AtomicU64::new(0),
+            actors: AtomicI64::new(0),
         }
     }
 
@@ -177,6 +183,16 @@ impl Metrics {
         self.series(connection).set_outbox(pending, dead);
     }
 
+    /// A connection actor started.
+    pub fn actor_up(&self) {
+        self.actors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// A connection actor stopped or crashed.
+    pub fn actor_down(&self) {
+        self.actors.fetch_sub(1, Ordering::Relaxed);
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         let all = self.connections.read().unwrap_or_else(|p| p.into_inner());
@@ -188,6 +204,12 @@ impl Metrics {
             self.unknown_webhooks.load(Ordering::Relaxed),
         );
         drop(all);
+        let _ = writeln!(
+            text,
+            "# HELP {name} Connection actors running (all configured connections once start-up is done).\n# TYPE {name} gauge\n{name} {}",
+            self.actors.load(Ordering::Relaxed),
+            name = names::CONNECTION_ACTORS,
+        );
         let mut out = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut out)
@@ -206,20 +228,132 @@ impl Metrics {
 mod tests {
     use super::*;
 
+    /// Every series carrying `connection="{id}"` in a metrics text.
+    fn series_of<'a>(text: &'a str, id: &str) -> Vec<&'a str> {
+        let label = format!("connection=\"{id}\"");
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.contains(&label))
+            .collect()
+    }
+
+    /// Drives connection `id` through every operation, outcome, reason and state the daemon can record.
+    fn drive_everything(m: &Metrics, id: &str, objects: &[String]) {
+        for op in [
+            "search",
+            "batch_read",
+            "create",
+            "update",
+            "delete",
+            "oauth_token",
+            "list_subscriptions",
+        ] {
+            for status in [
+                200u16, 201, 204, 301, 400, 401, 403, 404, 409, 422, 429, 500, 502, 503, 504,
+            ] {
+                let status = http::StatusCode::from_u16(status).unwrap();
+                m.crm_request(
+                    id,
+                    "hubspot",
+                    op,
+                    RequestOutcome::of_status(status),
+                    Duration::from_millis(7),
+                );
+            }
+            for outcome in [RequestOutcome::Timeout, RequestOutcome::Error] {
+                m.crm_request(id, "hubspot", op, outcome, Duration::from_secs(31));
+            }
+        }
+        for object in objects {
+            for d in Direction::ALL {
+                m.records_synced(id, object, d, 3);
+            }
+            m.set_sync_lag(id, object, 12.5);
+        }
+        m.rate_limit_waited(id, Duration::from_millis(250));
+        m.throttled(id);
+        for r in RetryReason::ALL {
+            m.retry(id, r);
+        }
+        m.actor_restarted(id);
+        for s in ConnectionState::ALL {
+            m.set_state(id, s);
+        }
+        for o in WebhookOutcome::ALL {
+            m.webhook(id, o);
+        }
+        for o in OAuthOutcome::ALL {
+            m.oauth_refresh(id, o);
+        }
+        m.set_outbox(id, 4, 1);
+    }
+
     #[test]
     fn every_contract_name_is_exported_once_a_connection_exists() {
         let m = Metrics::new();
-        m.register_connection("c1", "hubspot", &["contacts".to_string()]);
-        m.crm_request("c1", "hubspot", "search", "200", Duration::from_millis(5));
-        m.set_sync_lag("c1", "contacts", 1.0);
-        m.webhook("c1", WebhookOutcome::Accepted);
+        let objects = vec!["contacts".to_string()];
+        m.register_connection("c1", "hubspot", &objects);
+        drive_everything(&m, "c1", &objects);
         let text = m.render();
         for name in names::ALL {
             assert!(
                 text.contains(&format!("# TYPE {name} ")),
                 "{name} missing from:\n{text}"
             );
+            assert!(
+                text.lines().any(|l| l.starts_with(name) && !l.starts_with('#')),
+                "{name} has no series in:\n{text}"
+            );
         }
+    }
+
+    #[test]
+    fn a_connection_exports_at_most_its_bound_of_series_whatever_happens() {
+        let m = Metrics::new();
+        let objects = vec!["contacts".to_string(), "companies".to_string()];
+        m.register_connection("c1", "hubspot", &objects);
+        m.register_connection("c2", "hubspot", &objects);
+        let idle = series_of(&m.render(), "c1").len();
+        assert_eq!(idle, connection::always_present_series(objects.len()));
+        // Twice: a second round of the same events must add no series.
+        drive_everything(&m, "c1", &objects);
+        drive_everything(&m, "c1", &objects);
+        let text = m.render();
+        let series = series_of(&text, "c1");
+        assert_eq!(
+            series.len(),
+            max_series(objects.len()),
+            "every field of the bound is reachable, and nothing beyond it:\n{}",
+            series.join("\n")
+        );
+        assert_eq!(max_series(2), 37, "the bound BENCHMARKS.md and README.md state");
+        // The histogram is per provider and operation: it never names a connection.
+        assert!(
+            text.lines()
+                .filter(|l| l.starts_with(names::CRM_REQUEST_DURATION_SECONDS))
+                .all(|l| !l.contains("connection=")),
+            "{text}"
+        );
+        assert_eq!(
+            series_of(&text, "c2").len(),
+            idle,
+            "another connection's events do not add to c2"
+        );
+    }
+
+    #[test]
+    fn webhooks_for_unknown_connections_create_no_series() {
+        let m = Metrics::new();
+        m.register_connection("c1", "hubspot", &[]);
+        for i in 0..100 {
+            m.webhook(&format!("attacker-{i}"), WebhookOutcome::Unauthorized);
+            m.webhook(&format!("attacker-{i}"), WebhookOutcome::UnknownConnection);
+        }
+        let text = m.render();
+        assert!(!text.contains("attacker-"), "{text}");
+        assert!(
+            text.contains("crmsyncd_webhooks_total{connection=\"unknown\",outcome=\"unknown_connection\"} 200"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -234,5 +368,32 @@ mod tests {
             .filter(|l| l.starts_with(names::CONNECTION_STATE) && l.ends_with(" 1"))
             .count();
         assert_eq!(ones, 1);
+    }
+
+    #[test]
+    fn a_forgotten_connection_exports_nothing() {
+        let m = Metrics::new();
+        m.register_connection("gone", "odoo", &["res.partner".to_string()]);
+        m.forget_connection("gone");
+        assert!(series_of(&m.render(), "gone").is_empty());
+    }
+
+    #[test]
+    fn running_actors_are_counted() {
+        let m = Metrics::new();
+        m.actor_up();
+        m.actor_up();
+        m.actor_down();
+        assert!(m.render().contains("\ncrmsyncd_connection_actors 1\n"));
+    }
+
+    #[test]
+    fn label_values_are_escaped() {
+        let m = Metrics::new();
+        m.register_connection("a\"b", "hubspot", &[]);
+        assert!(
+            m.render()
+                .contains(r#"crmsyncd_connection_info{connection="a\"b",provider="hubspot"} 1"#)
+        );
     }
 }

@@ -78,9 +78,17 @@ mod tests {
             let answer = client.get(&url).send().await.unwrap();
             assert_eq!(answer.text().await.unwrap(), "ok");
         }
-        assert_eq!(accepted.load(Ordering::SeqCst), 1, "both handles reuse one pooled socket");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            1,
+            "both handles reuse one pooled socket"
+        );
         let other = shared(Duration::from_millis(4_321), Duration::from_millis(12_346)).unwrap();
         other.get(&url).send().await.unwrap();
-        assert_eq!(accepted.load(Ordering::SeqCst), 2, "other timeouts get a client of their own");
+        assert_eq!(
+            accepted.load(Ordering::SeqCst),
+            2,
+            "other timeouts get a client of their own"
+        );
     }
 }
