@@ -13,7 +13,12 @@ const HISTOGRAMS: &[&str] = &["crmsyncd_crm_request_duration_seconds"];
 const HISTOGRAM_SUFFIXES: &[&str] = &["_bucket", "_sum", "_count"];
 
 /// Families without a `connection` label; every other family has one.
-const WITHOUT_CONNECTION_LABEL: &[&str] = &["crmsyncd_build_info"];
+const WITHOUT_CONNECTION_LABEL: &[&str] = &[
+    "crmsyncd_build_info",
+    "crmsyncd_connection_actors",
+    // Per provider and operation, so series stay bounded at thousands of connections.
+    "crmsyncd_crm_request_duration_seconds",
+];
 
 /// The matcher every dashboard selector of a family with a `connection` label must carry.
 const CONNECTION_MATCHER: &str = r#"connection=~"$connection""#;

@@ -9,6 +9,7 @@ mod db;
 mod ingest;
 mod latency;
 mod loadgen;
+mod many;
 mod pull;
 mod quota;
 mod report;
@@ -98,6 +99,25 @@ enum Scenario {
         #[arg(long, default_value_t = 30)]
         poll_interval: u64,
     },
+    /// Many connections: N HubSpot connections polling one simulator every `--poll-interval`; start-up time, RSS
+    /// (and per connection, over the daemon with none), idle CPU, `/metrics` scrape time and series per
+    /// connection, beside N bare ractor+governor actors in this process. Needs the release daemon binary.
+    Many {
+        #[arg(long, default_value = "10000", value_delimiter = ',')]
+        connections: Vec<usize>,
+        #[arg(long, default_value = "sqlite")]
+        db: String,
+        #[arg(long, default_value_t = 3)]
+        runs: usize,
+        /// Seconds between two polls of one connection.
+        #[arg(long, default_value_t = 60)]
+        poll_interval: u64,
+        /// Seconds of CPU measured once all actors are up (default: one poll interval).
+        #[arg(long)]
+        window: Option<u64>,
+        #[arg(long, default_value_t = 5)]
+        scrapes: usize,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -174,6 +194,53 @@ fn main() -> anyhow::Result<()> {
                     }
                 }
                 print!("{}", report::pull_table(&rows));
+                Ok(())
+            }
+            Scenario::Many {
+                connections,
+                db,
+                runs,
+                poll_interval,
+                window,
+                scrapes,
+            } => {
+                let kind = Db::parse(&db)?;
+                let mut rows = Vec::new();
+                for &n in &connections {
+                    let bare = many::bare_actor_bytes(n).await?;
+                    eprintln!("{n:>6} bare ractor+governor actors: {bare:.0} bytes each");
+                    let mut figures = Vec::new();
+                    for run in 1..=runs {
+                        let f = many::measure(many::Setting {
+                            connections: n,
+                            db: kind,
+                            poll_interval: Duration::from_secs(poll_interval),
+                            window: Duration::from_secs(window.unwrap_or(poll_interval)),
+                            scrapes,
+                        })
+                        .await?;
+                        eprintln!(
+                            "{n:>6} conns run {run}: up in {:.2} s, RSS {:.1} MB up / {:.1} MB after {:.0} s (peak {:.1}, empty daemon {:.1}) = {:.0} B/conn, CPU {:.2}% of a core ({:.0} requests), scrape median {:.1} ms max {:.1} ms, {} series ({:.2}/conn), {:.1} MB",
+                            f.startup.as_secs_f64(),
+                            f.rss_started as f64 / 1e6,
+                            f.rss_after_window as f64 / 1e6,
+                            f.window.as_secs_f64(),
+                            f.peak_rss as f64 / 1e6,
+                            f.baseline_rss as f64 / 1e6,
+                            f.bytes_per_connection(),
+                            f.cpu_percent,
+                            f.requests_in_window,
+                            report::median(&f.scrape_ms),
+                            f.scrape_ms.iter().copied().fold(0.0, f64::max),
+                            f.series,
+                            f.series_per_connection,
+                            f.body_bytes as f64 / 1e6,
+                        );
+                        figures.push(f);
+                    }
+                    rows.push((db.clone(), bare, figures));
+                }
+                print!("{}", report::many_table(&rows));
                 Ok(())
             }
             Scenario::Quota {

@@ -235,7 +235,7 @@ fn synced(metrics: &str) -> f64 {
 }
 
 /// A process's peak resident set size (`VmHWM`), in bytes.
-fn peak_rss(pid: u32) -> anyhow::Result<u64> {
+pub fn peak_rss(pid: u32) -> anyhow::Result<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
     let kb = status
         .lines()

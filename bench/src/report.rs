@@ -3,6 +3,7 @@
 
 use crate::latency::LatencyRun;
 use crate::loadgen::Load;
+use crate::many::ManyRun;
 use crate::pull::PullRun;
 use crate::quota::QuotaUse;
 
@@ -198,6 +199,46 @@ pub fn latency_table(rate: u32, rows: &[(String, Vec<LatencyRun>)]) -> String {
             median(&of(&|r| r.poll_period_ms)),
             median(&of(&|r| r.reads_per_webhook)),
             median(&of(&|r| r.fetch_mean_ms)),
+        ));
+    }
+    out
+}
+
+/// A Markdown table of many-connection runs: per connection count, the medians (and min–max) of each figure, and
+/// the bare ractor+governor actor measured in the same process.
+pub fn many_table(rows: &[(String, f64, Vec<ManyRun>)]) -> String {
+    let mut out = String::from(
+        "| db | conns | runs | all actors up s | RSS MB after window | RSS MB peak | bytes/conn over empty daemon | bare actor bytes | idle CPU % of a core | scrape ms median (max) | series/conn | body MB |\n\
+         | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n",
+    );
+    let fmt = |values: Vec<f64>, scale: f64, digits: usize| {
+        let (lo, hi) = spread(&values);
+        format!(
+            "{:.*} ({:.*}–{:.*})",
+            digits,
+            median(&values) / scale,
+            digits,
+            lo / scale,
+            digits,
+            hi / scale
+        )
+    };
+    for (db, bare, runs) in rows {
+        let all_scrapes: Vec<f64> = runs.iter().flat_map(|r| r.scrape_ms.iter().copied()).collect();
+        out.push_str(&format!(
+            "| {db} | {} | {} | {} | {} | {} | {} | {:.0} | {} | {:.1} ({:.1}) | {:.2} | {:.1} |\n",
+            runs.first().map(|r| r.connections).unwrap_or(0),
+            runs.len(),
+            fmt(runs.iter().map(|r| r.startup.as_secs_f64()).collect(), 1.0, 2),
+            fmt(runs.iter().map(|r| r.rss_after_window as f64).collect(), 1e6, 1),
+            fmt(runs.iter().map(|r| r.peak_rss as f64).collect(), 1e6, 1),
+            fmt(runs.iter().map(ManyRun::bytes_per_connection).collect(), 1.0, 0),
+            bare,
+            fmt(runs.iter().map(|r| r.cpu_percent).collect(), 1.0, 2),
+            median(&all_scrapes),
+            all_scrapes.iter().copied().fold(0.0, f64::max),
+            median(&runs.iter().map(|r| r.series_per_connection).collect::<Vec<_>>()),
+            median(&runs.iter().map(|r| r.body_bytes as f64).collect::<Vec<_>>()) / 1e6,
         ));
     }
     out

@@ -151,3 +151,43 @@ fn the_latency_benchmark_sees_every_answered_webhook_become_a_record() {
         "the daemon read the records the events named: {report}"
     );
 }
+
+#[test]
+fn the_many_connections_benchmark_starts_every_actor_and_keeps_series_per_connection_bounded() {
+    ensure_daemon_binary();
+    let report = bench(&[
+        "many",
+        "--connections",
+        "200",
+        "--db",
+        "sqlite",
+        "--runs",
+        "1",
+        "--poll-interval",
+        "2",
+        "--window",
+        "2",
+        "--scrapes",
+        "2",
+    ]);
+    let rows = rows(&report);
+    assert_eq!(rows.len(), 1, "{report}");
+    let row = &rows[0];
+    let first = |cell: &str| -> f64 {
+        cell.split_whitespace()
+            .next()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("a number in {cell:?}: {report}"))
+    };
+    assert_eq!(row[1], "200", "{report}");
+    let startup = first(&row[3]);
+    assert!(startup > 0.0 && startup < 120.0, "all 200 actors up: {report}");
+    assert!(first(&row[4]) > 1.0, "the daemon's RSS: {report}");
+    assert!(first(&row[7]) > 0.0, "the bare actors' size: {report}");
+    let cpu = first(&row[8]);
+    assert!((0.0..=400.0).contains(&cpu), "CPU share: {report}");
+    let series: f64 = row[10].parse().unwrap_or_else(|_| panic!("series/conn in {report}"));
+    // One object each: at least the always-present series, never more than the bound.
+    assert!(series >= 12.0, "{report}");
+    assert!(series <= crmsyncd::metrics::max_series(1) as f64, "{report}");
+}

@@ -11,7 +11,7 @@ use tokio::task::AbortHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::backoff::Backoff;
-use crate::metrics::{ConnectionState, Metrics};
+use crate::metrics::{ConnectionState, Metrics, RetryReason};
 use crate::providers::ProviderError;
 use crate::registry::ConnectionEntry;
 use crate::store::Store;
@@ -33,6 +33,8 @@ pub struct ConnectionArgs {
     pub store: Store,
     pub metrics: Arc<Metrics>,
     pub shutdown: CancellationToken,
+    /// When to poll first (`first_poll::first_poll_delay`): zero polls at once.
+    pub first_poll: Duration,
 }
 
 /// Messages to a connection actor.
@@ -65,6 +67,8 @@ pub struct ConnectionRun {
     timer: Option<AbortHandle>,
     /// Wakes the actor when a write that failed is due again, if that is before the next tick.
     write_timer: Option<AbortHandle>,
+    /// Whether `last_sweep` and `last_pass` were read from the stored cursors yet (at the first cycle).
+    cursors_loaded: bool,
     last_sweep: HashMap<String, chrono::DateTime<Utc>>,
     /// When each object's last complete pull pass started: the sync lag is measured from it.
     last_pass: HashMap<String, chrono::DateTime<Utc>>,
@@ -85,18 +89,6 @@ impl Actor for ConnectionActor {
         let entry = &args.entry;
         let backoff = Backoff::new(entry.config.retry_backoff.min, entry.config.retry_backoff.max);
         args.metrics.set_state(entry.id(), ConnectionState::Starting);
-        let mut last_sweep = HashMap::new();
-        let mut last_pass = HashMap::new();
-        for object in entry.provider.objects() {
-            if let Some(row) = args.store.cursor_row(entry.id(), object).await? {
-                if let Some(at) = row.swept_at {
-                    last_sweep.insert(object.clone(), at);
-                }
-                if let Some(at) = row.pass_started_at {
-                    last_pass.insert(object.clone(), at);
-                }
-            }
-        }
         let ctx = SyncContext {
             connection: entry.id().to_string(),
             provider: entry.provider.clone(),
@@ -107,7 +99,18 @@ impl Actor for ConnectionActor {
             cancel: args.shutdown,
             write_backoff: backoff,
         };
-        myself.cast(ConnectionMsg::Tick)?;
+        // No database work here: the supervisor starts its children one after the other, so a query per
+        // connection would add up to seconds at thousands of connections. The first cycle reads the cursors.
+        let timer = if args.first_poll.is_zero() {
+            myself.cast(ConnectionMsg::Tick)?;
+            None
+        } else {
+            Some(
+                myself
+                    .send_after(args.first_poll, || ConnectionMsg::Tick)
+                    .abort_handle(),
+            )
+        };
         Ok(ConnectionRun {
             ctx,
             poll_interval: entry.config.poll_interval,
@@ -116,10 +119,11 @@ impl Actor for ConnectionActor {
             db_failures: 0,
             backing_off_until: None,
             parked: false,
-            timer: None,
+            timer,
             write_timer: None,
-            last_sweep,
-            last_pass,
+            cursors_loaded: false,
+            last_sweep: HashMap::new(),
+            last_pass: HashMap::new(),
             subscriptions_due: None,
         })
     }
@@ -202,6 +206,7 @@ impl ConnectionRun {
 
     /// One full cycle.
     async fn cycle(&mut self) -> Result<(), SyncError> {
+        self.load_cursors().await?;
         self.maintain_subscriptions().await?;
         let ctx = &self.ctx;
         ctx.take_inbox_flag();
@@ -230,6 +235,25 @@ impl ConnectionRun {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// Reads when each object was last swept and last completed a pass, once, from the stored cursors.
+    async fn load_cursors(&mut self) -> Result<(), SyncError> {
+        if self.cursors_loaded {
+            return Ok(());
+        }
+        for object in self.ctx.provider.objects() {
+            if let Some(row) = self.ctx.store.cursor_row(&self.ctx.connection, object).await? {
+                if let Some(at) = row.swept_at {
+                    self.last_sweep.insert(object.clone(), at);
+                }
+                if let Some(at) = row.pass_started_at {
+                    self.last_pass.insert(object.clone(), at);
+                }
+            }
+        }
+        self.cursors_loaded = true;
         Ok(())
     }
 
@@ -314,7 +338,7 @@ impl ConnectionRun {
                 // A provider's own wait (a daily allocation spent) is trusted, within reason.
                 let wait = wait.min(MAX_RATE_LIMIT_WAIT);
                 tracing::warn!(connection, ?wait, "Rate limited by the CRM; waiting as it asked.");
-                self.ctx.metrics.retry(&connection, "rate_limited");
+                self.ctx.metrics.retry(&connection, RetryReason::RateLimited);
                 self.back_off(myself, wait);
                 Ok(())
             }
@@ -323,7 +347,7 @@ impl ConnectionRun {
                 let delay = DATABASE_BACKOFF.delay(self.db_failures);
                 self.db_failures = self.db_failures.saturating_add(1);
                 tracing::warn!(connection, error = %e, ?delay, failures = self.db_failures, "The database is unavailable; waiting for it.");
-                self.ctx.metrics.retry(&connection, "database");
+                self.ctx.metrics.retry(&connection, RetryReason::Database);
                 self.back_off(myself, delay);
                 Ok(())
             }
@@ -332,7 +356,7 @@ impl ConnectionRun {
                 self.failures = self.failures.saturating_add(1);
                 tracing::warn!(connection, error = %e, ?delay, failures = self.failures, "Sync failed; backing off.");
                 if matches!(e, SyncError::Provider(_)) {
-                    self.ctx.metrics.retry(&connection, "transient");
+                    self.ctx.metrics.retry(&connection, RetryReason::Transient);
                 }
                 self.back_off(myself, delay);
                 Ok(())

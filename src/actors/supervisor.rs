@@ -10,6 +10,7 @@ use std::time::Instant;
 use ractor::{Actor, ActorCell, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use tokio_util::sync::CancellationToken;
 
+use super::first_poll::first_poll_delay;
 use super::{ConnectionActor, ConnectionArgs};
 use crate::backoff::Backoff;
 use crate::config::SupervisorConfig;
@@ -121,6 +122,7 @@ impl Actor for Supervisor {
         for child in state.children.values_mut() {
             if let Some(actor) = child.actor.take() {
                 let _ = actor.stop_and_wait(Some("shutdown".into()), None).await;
+                state.args.metrics.actor_down();
             }
             child.entry.set_actor(None);
         }
@@ -184,17 +186,25 @@ impl SupervisorState {
         if self.args.shutdown.is_cancelled() {
             return;
         }
+        let connections = self.children.len();
         let Some(child) = self.children.get_mut(id) else { return };
         if child.actor.is_some() || child.failed {
             return;
         }
         let cancel = self.args.shutdown.child_token();
         child.cancel = Some(cancel.clone());
+        // Only a connection's first start is spread; one restarted after a failure polls at once.
+        let first_poll = if child.last_start.is_none() {
+            first_poll_delay(id, child.entry.config.poll_interval, connections)
+        } else {
+            std::time::Duration::ZERO
+        };
         let args = ConnectionArgs {
             entry: child.entry.clone(),
             store: self.args.store.clone(),
             metrics: self.args.metrics.clone(),
             shutdown: cancel,
+            first_poll,
         };
         // Unnamed: several daemons (tests) may share one process, and ractor names are global.
         match Actor::spawn_linked(None, ConnectionActor, args, myself.get_cell()).await {
@@ -202,6 +212,7 @@ impl SupervisorState {
                 self.by_actor.insert(actor.get_id(), id.to_string());
                 child.entry.set_actor(Some(actor.clone()));
                 child.actor = Some(actor.get_cell());
+                self.args.metrics.actor_up();
                 child.last_start = Some(Instant::now());
             }
             // ractor sends no supervision event when pre_start fails: treat it as a failure here.
@@ -221,11 +232,9 @@ impl SupervisorState {
         gone.sort();
         for id in gone {
             self.stop_child(&id).await;
-            if let Some(child) = self.children.remove(&id) {
+            if self.children.remove(&id).is_some() {
                 self.args.registry.remove(&id);
-                self.args
-                    .metrics
-                    .forget_connection(&id, child.entry.provider.kind().as_str());
+                self.args.metrics.forget_connection(&id);
             }
             tracing::info!(connection = %id, "Connection removed by a reload.");
             summary.removed.push(id);
@@ -278,6 +287,7 @@ impl SupervisorState {
             // Forget it first: its termination must not look like a crash to restart.
             self.by_actor.remove(&actor.get_id());
             let _ = actor.stop_and_wait(Some("reload".into()), None).await;
+            self.args.metrics.actor_down();
         }
         child.entry.set_actor(None);
     }
@@ -286,7 +296,9 @@ impl SupervisorState {
         let config = self.args.config.clone();
         let metrics = self.args.metrics.clone();
         let Some(child) = self.children.get_mut(id) else { return };
-        child.actor = None;
+        if child.actor.take().is_some() {
+            metrics.actor_down();
+        }
         child.entry.set_actor(None);
         if child.last_start.is_some_and(|t| t.elapsed() >= config.healthy_after) {
             child.restarts = 0;

@@ -13,6 +13,7 @@ use url::Url;
 
 use super::vault::{CredentialVault, StoredTokens, VaultError};
 use crate::config::{Secret, duration};
+use crate::metrics::OAuthOutcome;
 use crate::providers::{CrmClient, ProviderError};
 
 /// `oauth = { ... }` in a connection whose CRM uses OAuth2.
@@ -239,13 +240,13 @@ impl OAuthSession {
         let answer = match answer {
             // A token endpoint's 4xx (invalid_grant, invalid_client, ...) cannot get better by retrying.
             Err(ProviderError::Permanent(message) | ProviderError::Auth(message)) => {
-                client.metrics().oauth_refresh(&self.connection, "rejected");
+                client.metrics().oauth_refresh(&self.connection, OAuthOutcome::Rejected);
                 return Err(ProviderError::Auth(format!(
                     "the token endpoint refused the grant ({message}); re-authorise the app, put the new refresh token in the config and resume the connection"
                 )));
             }
             Err(e) => {
-                client.metrics().oauth_refresh(&self.connection, "error");
+                client.metrics().oauth_refresh(&self.connection, OAuthOutcome::Error);
                 return Err(e);
             }
             Ok(answer) => answer,
@@ -253,7 +254,7 @@ impl OAuthSession {
         let access = match (answer.access_token, answer.error) {
             (Some(access), None) if !access.is_empty() => Secret::new(access),
             (_, error) => {
-                client.metrics().oauth_refresh(&self.connection, "rejected");
+                client.metrics().oauth_refresh(&self.connection, OAuthOutcome::Rejected);
                 return Err(ProviderError::Auth(format!(
                     "the token endpoint refused the grant ({}); re-authorise the app, put the new refresh token in the config and resume the connection",
                     error.as_deref().unwrap_or("no access_token in the answer")
@@ -274,7 +275,7 @@ impl OAuthSession {
         if let Some(host) = answer.instance_url.or(answer.api_domain) {
             state.instance_url = Some(host);
         }
-        client.metrics().oauth_refresh(&self.connection, "ok");
+        client.metrics().oauth_refresh(&self.connection, OAuthOutcome::Ok);
         tracing::info!(connection = %self.connection, expires_in = ?lifetime, "Refreshed the OAuth access token.");
         self.save(state).await;
         Ok(access)

@@ -10,6 +10,7 @@ pub const RETRIES_TOTAL: &str = "crmsyncd_retries_total";
 pub const ACTOR_RESTARTS_TOTAL: &str = "crmsyncd_actor_restarts_total";
 pub const CONNECTION_STATE: &str = "crmsyncd_connection_state";
 pub const CONNECTION_INFO: &str = "crmsyncd_connection_info";
+pub const CONNECTION_ACTORS: &str = "crmsyncd_connection_actors";
 pub const WEBHOOKS_TOTAL: &str = "crmsyncd_webhooks_total";
 pub const OUTBOX_PENDING: &str = "crmsyncd_outbox_pending";
 pub const OUTBOX_DEAD: &str = "crmsyncd_outbox_dead";
@@ -28,6 +29,7 @@ pub const ALL: &[&str] = &[
     ACTOR_RESTARTS_TOTAL,
     CONNECTION_STATE,
     CONNECTION_INFO,
+    CONNECTION_ACTORS,
     WEBHOOKS_TOTAL,
     OUTBOX_PENDING,
     OUTBOX_DEAD,

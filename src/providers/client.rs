@@ -11,7 +11,7 @@ use http::{HeaderMap, StatusCode};
 use super::ProviderError;
 use crate::auth::Credential;
 use crate::config::{ConnectionConfig, ProviderKind, Secret};
-use crate::metrics::Metrics;
+use crate::metrics::{Metrics, RequestOutcome};
 use crate::ratelimit::RateGate;
 
 /// The wait when a 429 names none.
@@ -88,13 +88,8 @@ impl CrmClient {
         metrics: Arc<Metrics>,
         policy: Arc<dyn ResponsePolicy>,
     ) -> Result<Self, reqwest::Error> {
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .user_agent(concat!("crmsyncd/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        // Shared with every connection of the same timeouts (`http_client`): one pool, one TLS setup.
+        let http = super::http_client::shared(config.connect_timeout, config.request_timeout)?;
         Ok(Self {
             http,
             gate,
@@ -162,9 +157,13 @@ impl CrmClient {
         let response = match result {
             Ok(r) => r,
             Err(e) => {
-                let status = if e.is_timeout() { "timeout" } else { "error" };
+                let outcome = if e.is_timeout() {
+                    RequestOutcome::Timeout
+                } else {
+                    RequestOutcome::Error
+                };
                 self.metrics
-                    .crm_request(&self.connection, provider, operation, status, started.elapsed());
+                    .crm_request(&self.connection, provider, operation, outcome, started.elapsed());
                 return Err(ProviderError::Transient(describe_transport_error(&e)));
             }
         };
@@ -175,7 +174,7 @@ impl CrmClient {
             &self.connection,
             provider,
             operation,
-            status.as_str(),
+            RequestOutcome::of_status(status),
             started.elapsed(),
         );
         drop(permit);

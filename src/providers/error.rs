@@ -4,6 +4,7 @@
 use std::time::Duration;
 
 use crate::config::redact;
+use crate::metrics::RetryReason;
 
 /// A failed call to a CRM, classified by what the caller should do.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,10 +25,10 @@ pub enum ProviderError {
 
 impl ProviderError {
     /// The `reason` label for `crmsyncd_retries_total`, or None when the error is not retried.
-    pub fn retry_reason(&self) -> Option<&'static str> {
+    pub fn retry_reason(&self) -> Option<RetryReason> {
         match self {
-            ProviderError::RateLimited { .. } => Some("rate_limited"),
-            ProviderError::Transient(_) => Some("transient"),
+            ProviderError::RateLimited { .. } => Some(RetryReason::RateLimited),
+            ProviderError::Transient(_) => Some(RetryReason::Transient),
             ProviderError::Auth(_) | ProviderError::Permanent(_) => None,
         }
     }

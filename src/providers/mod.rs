@@ -4,6 +4,7 @@
 pub mod client;
 pub mod creatio;
 mod error;
+pub mod http_client;
 pub mod hubspot;
 pub mod klaviyo;
 pub mod odoo;

@@ -3,7 +3,7 @@
 use chrono::Utc;
 
 use super::{SyncContext, SyncError};
-use crate::metrics::Direction;
+use crate::metrics::{Direction, RetryReason};
 use crate::providers::{ProviderError, PushRequest};
 
 /// Writes read per round.
@@ -48,13 +48,13 @@ pub async fn drain_outbox(ctx: &SyncContext) -> Result<usize, SyncError> {
                 }
                 Err(ProviderError::Transient(message)) => {
                     let message = crate::config::redact(&message);
-                    ctx.metrics.retry(&ctx.connection, "transient");
+                    ctx.metrics.retry(&ctx.connection, RetryReason::Transient);
                     let delay = ctx.write_backoff.delay(write.attempts.max(0) as u32);
                     let next = Utc::now() + chrono::Duration::from_std(delay).unwrap_or_default();
                     ctx.store.write_retry(write.id, &message, next).await?;
                 }
                 Err(e @ ProviderError::RateLimited { wait }) => {
-                    ctx.metrics.retry(&ctx.connection, "rate_limited");
+                    ctx.metrics.retry(&ctx.connection, RetryReason::RateLimited);
                     let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
                     ctx.store.write_retry(write.id, &e.to_string(), next).await?;
                     update_gauges(ctx).await?;
