@@ -14,7 +14,6 @@
 //! observer: a bare `Store::apply_page` of the one changed record at the same rate, timed from the call to
 //! visible. It is the database's commit plus what the bench's own detection adds.
 
-use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,8 +26,8 @@ use hdrhistogram::Histogram;
 use serde_json::{Value, json};
 use tokio::task::{JoinHandle, JoinSet};
 
+use crate::child::{daemon_binary, free_port, spawn_daemon};
 use crate::db::Db;
-use crate::pull::{daemon_binary, free_port};
 
 /// The client secret the daemon's connection verifies with.
 const SECRET: &str = "bench-client-secret";
@@ -191,14 +190,7 @@ pub async fn measure(setting: Setting) -> anyhow::Result<LatencyRun> {
         &config,
         daemon_config(port, &db.url, &sim.base_url(), setting.poll_interval),
     )?;
-    let mut child = tokio::process::Command::new(&binary)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()?;
+    let mut child = spawn_daemon(&binary, &config)?;
 
     let observer_store = Store::connect(&db.url).await?;
     let after_seq = first_pull(&observer_store, &mut child).await?;

@@ -5,6 +5,7 @@
 //! `cargo run --release -p crmsyncd-bench -- latency --db sqlite,postgres --rate 1000 --seconds 30 --runs 3`
 
 mod ceiling;
+mod child;
 mod db;
 mod ingest;
 mod latency;

@@ -9,15 +9,14 @@
 //! this process, each with a governor rate limiter and a pending timer (the issue's minimal prototype).
 
 use std::num::NonZeroU32;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crmsyncd::metrics::names;
 use crmsyncd_sim::hubspot::{HubSpotSim, HubSpotSimConfig};
 use ractor::{Actor, ActorProcessingErr, ActorRef};
 
+use crate::child::{cpu_seconds, daemon_binary, free_port, peak_rss, pid_of, rss, spawn_daemon, sum_of};
 use crate::db::Db;
-use crate::pull::{daemon_binary, free_port, peak_rss};
 
 /// What one run is asked to do.
 #[derive(Debug, Clone, Copy)]
@@ -101,10 +100,10 @@ pub async fn measure(setting: Setting) -> anyhow::Result<ManyRun> {
     let rss_started = rss(daemon.pid)?;
 
     let requests_before = sum_of(&daemon.scrape().await?.0, names::CRM_REQUESTS_TOTAL);
-    let cpu_before = cpu_ticks(daemon.pid)?;
+    let cpu_before = cpu_seconds(daemon.pid)?;
     let window_started = Instant::now();
     tokio::time::sleep(setting.window).await;
-    let cpu_after = cpu_ticks(daemon.pid)?;
+    let cpu_after = cpu_seconds(daemon.pid)?;
     let window = window_started.elapsed();
     let rss_after_window = rss(daemon.pid)?;
     let peak = peak_rss(daemon.pid)?;
@@ -127,7 +126,6 @@ pub async fn measure(setting: Setting) -> anyhow::Result<ManyRun> {
         .lines()
         .filter(|l| !l.starts_with('#') && l.contains("connection=\"") && !l.contains("connection=\"unknown\""))
         .count();
-    let ticks_per_second = clock_ticks_per_second();
     Ok(ManyRun {
         connections: setting.connections,
         startup,
@@ -135,7 +133,7 @@ pub async fn measure(setting: Setting) -> anyhow::Result<ManyRun> {
         rss_after_window,
         peak_rss: peak,
         baseline_rss,
-        cpu_percent: 100.0 * (cpu_after - cpu_before) as f64 / ticks_per_second / window.as_secs_f64(),
+        cpu_percent: 100.0 * (cpu_after - cpu_before) / window.as_secs_f64(),
         window,
         requests_in_window: requests_after - requests_before,
         scrape_ms,
@@ -155,15 +153,8 @@ struct Daemon {
 
 impl Daemon {
     fn spawn(binary: &std::path::Path, config: &std::path::Path, port: u16) -> anyhow::Result<Self> {
-        let child = tokio::process::Command::new(binary)
-            .args(["run", "--config"])
-            .arg(config)
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .kill_on_drop(true)
-            .spawn()?;
-        let pid = child.id().ok_or_else(|| anyhow::anyhow!("the daemon exited at once"))?;
+        let child = spawn_daemon(binary, config)?;
+        let pid = pid_of(&child)?;
         Ok(Self {
             child,
             pid,
@@ -221,55 +212,6 @@ fn daemon_config(base_url: &str, db_url: &str, port: u16, connections: usize, po
     out
 }
 
-/// The sum of every series of `family` in a metrics text.
-fn sum_of(metrics: &str, family: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(family) && l[family.len()..].starts_with(['{', ' ']))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// A process's resident set size now (`VmRSS`), in bytes.
-fn rss(pid: u32) -> anyhow::Result<u64> {
-    status_kb(pid, "VmRSS:").map(|kb| kb * 1024)
-}
-
-fn status_kb(pid: u32, field: &str) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .ok_or_else(|| anyhow::anyhow!("no {field} in /proc/{pid}/status"))
-}
-
-/// utime + stime of a process, in clock ticks (`/proc/PID/stat` fields 14 and 15).
-fn cpu_ticks(pid: u32) -> anyhow::Result<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name (field 2) may hold spaces; the fields after its closing parenthesis do not.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or_else(|| anyhow::anyhow!("unreadable /proc/{pid}/stat"))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // `rest` starts at field 3 (state), so utime (14) and stime (15) are at 11 and 12.
-    let utime: u64 = fields.get(11).and_then(|f| f.parse().ok()).unwrap_or(0);
-    let stime: u64 = fields.get(12).and_then(|f| f.parse().ok()).unwrap_or(0);
-    Ok(utime + stime)
-}
-
-/// `getconf CLK_TCK` (100 on Linux unless built otherwise).
-fn clock_ticks_per_second() -> f64 {
-    std::process::Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .and_then(|s| s.trim().parse().ok())
-        .unwrap_or(100.0)
-}
-
 /// The reference: `n` bare ractor actors in this process, each holding a governor rate limiter and a pending
 /// timer. Returns this process's RSS growth per actor, in bytes.
 pub async fn bare_actor_bytes(n: usize) -> anyhow::Result<f64> {
@@ -311,23 +253,5 @@ impl Actor for BareActor {
     async fn handle(&self, _: ActorRef<()>, _: (), state: &mut BareState) -> Result<(), ActorProcessingErr> {
         let _ = state.limiter.check();
         Ok(())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sums_a_family_but_not_its_longer_namesakes() {
-        let text = "# TYPE x counter\nx{a=\"1\"} 2\nx{a=\"2\"} 3\nx_bucket{le=\"1\"} 100\nx 1\n";
-        assert_eq!(sum_of(text, "x"), 6.0);
-    }
-
-    #[test]
-    fn reads_this_process_cpu_and_memory() {
-        let pid = std::process::id();
-        assert!(rss(pid).unwrap() > 0);
-        assert!(cpu_ticks(pid).is_ok());
     }
 }

@@ -3,10 +3,9 @@
 //! memory is its own (the simulator's copy of the data lives in this process). The ceiling, measured in the same
 //! run on a fresh database, is the store's bare bulk upsert of the same records in pages of the same size.
 
-use std::path::PathBuf;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use crate::child::{cpu_seconds, daemon_binary, free_port, peak_rss, pid_of, spawn_daemon, stop_gracefully, sum_of};
 use crate::db::Db;
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,7 +13,7 @@ use std::sync::Arc;
 use chrono::{DateTime, TimeZone, Utc};
 use crmsyncd::Config;
 use crmsyncd::connections::ConnectionFactory;
-use crmsyncd::metrics::Metrics;
+use crmsyncd::metrics::{Metrics, names};
 use crmsyncd::model::{Cursor, RemoteRecord};
 use crmsyncd::store::Store;
 use crmsyncd_sim::hubspot::{HubSpotSim, HubSpotSimConfig};
@@ -64,18 +63,6 @@ pub struct PullRun {
     pub elapsed: f64,
 }
 
-/// The crmsyncd release binary beside this one (`cargo build --release` puts both in `target/release`).
-pub(crate) fn daemon_binary() -> anyhow::Result<PathBuf> {
-    let me = std::env::current_exe()?;
-    let path = me.with_file_name("crmsyncd");
-    anyhow::ensure!(
-        path.exists(),
-        "{} is missing: run `cargo build --release --bin crmsyncd` first",
-        path.display()
-    );
-    Ok(path)
-}
-
 pub async fn measure(crm: Crm, db: Db, records: usize) -> anyhow::Result<PullRun> {
     let binary = daemon_binary()?;
     let (base_url, truth, hubspot, odoo) = match crm {
@@ -118,15 +105,8 @@ pub async fn measure(crm: Crm, db: Db, records: usize) -> anyhow::Result<PullRun
     let config_text = daemon_config(crm, &base_url, &db.url, port);
     std::fs::write(&config, &config_text)?;
     let started = Instant::now();
-    let mut child = tokio::process::Command::new(&binary)
-        .args(["run", "--config"])
-        .arg(&config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .kill_on_drop(true)
-        .spawn()?;
-    let pid = child.id().ok_or_else(|| anyhow::anyhow!("the daemon exited at once"))?;
+    let mut child = spawn_daemon(&binary, &config)?;
+    let pid = pid_of(&child)?;
     let client = reqwest::Client::new();
     let metrics = format!("http://127.0.0.1:{port}/metrics");
     let deadline = started + Duration::from_secs(600);
@@ -137,7 +117,7 @@ pub async fn measure(crm: Crm, db: Db, records: usize) -> anyhow::Result<PullRun
         anyhow::ensure!(Instant::now() < deadline, "the pull did not finish in 10 minutes");
         if let Ok(answer) = client.get(&metrics).send().await
             && let Ok(text) = answer.text().await
-            && synced(&text) >= records as f64
+            && sum_of(&text, names::RECORDS_SYNCED_TOTAL) >= records as f64
         {
             break;
         }
@@ -146,7 +126,7 @@ pub async fn measure(crm: Crm, db: Db, records: usize) -> anyhow::Result<PullRun
     let elapsed = started.elapsed();
     let peak_rss = peak_rss(pid)?;
     let daemon_cpu = cpu_seconds(pid)?;
-    stop(&mut child, pid).await?;
+    stop_gracefully(&mut child, pid).await?;
     let stored = count_records(&db.url).await?;
     anyhow::ensure!(stored == records, "{stored} records stored, {records} expected");
     db.cleanup().await;
@@ -168,21 +148,6 @@ pub async fn measure(crm: Crm, db: Db, records: usize) -> anyhow::Result<PullRun
         daemon_cpu,
         elapsed: elapsed.as_secs_f64(),
     })
-}
-
-/// Stops the daemon as systemd would (SIGTERM, then SIGKILL after 10 s), so that a profiler wrapped around it
-/// (`valgrind --tool=callgrind`) writes its output.
-async fn stop(child: &mut tokio::process::Child, pid: u32) -> anyhow::Result<()> {
-    // SAFETY: kill(2) with a pid this process spawned and has not reaped yet.
-    unsafe { libc::kill(pid as libc::pid_t, libc::SIGTERM) };
-    if tokio::time::timeout(Duration::from_secs(10), child.wait())
-        .await
-        .is_err()
-    {
-        child.start_kill()?;
-        child.wait().await?;
-    }
-    Ok(())
 }
 
 fn daemon_config(crm: Crm, base_url: &str, db_url: &str, port: u16) -> String {
@@ -223,48 +188,6 @@ listen = "127.0.0.1:{port}"
 url = "{db_url}"
 {connection}"#
     )
-}
-
-/// The sum of `crmsyncd_records_synced_total` in a metrics text.
-fn synced(metrics: &str) -> f64 {
-    metrics
-        .lines()
-        .filter(|l| l.starts_with(crmsyncd::metrics::names::RECORDS_SYNCED_TOTAL))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
-
-/// A process's peak resident set size (`VmHWM`), in bytes.
-pub fn peak_rss(pid: u32) -> anyhow::Result<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    let kb = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
-        .ok_or_else(|| anyhow::anyhow!("no VmHWM in /proc/{pid}/status"))?;
-    Ok(kb * 1024)
-}
-
-/// A process's CPU time so far (user + system, `/proc/PID/stat` fields 14 and 15), in seconds.
-fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
-    // The command name (field 2) is in parentheses and may hold spaces: count fields after its closing one.
-    let after_name = stat.rsplit_once(')').map(|(_, rest)| rest).unwrap_or_default();
-    let fields: Vec<&str> = after_name.split_whitespace().collect();
-    let ticks = |i: usize| -> anyhow::Result<f64> {
-        Ok(fields
-            .get(i)
-            .ok_or_else(|| anyhow::anyhow!("short /proc/{pid}/stat"))?
-            .parse::<f64>()?)
-    };
-    // Fields 14 and 15 of the whole line are the 12th and 13th after the name (field 3 is the first).
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Ok((ticks(11)? + ticks(12)?) / per_second)
-}
-
-pub(crate) fn free_port() -> anyhow::Result<u16> {
-    Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
 
 async fn count_records(url: &str) -> anyhow::Result<usize> {
